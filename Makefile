@@ -1,0 +1,36 @@
+# fxchat: `make serve` runs the server, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+INSTALLED = $(VENV)/.installed
+
+.PHONY: install serve migrate test lint format bench bench-report clean
+
+$(INSTALLED): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[testing]"
+	touch $@
+
+install: $(INSTALLED)
+
+migrate: install
+	$(BIN)/alembic -c development.ini upgrade head
+
+serve: migrate
+	$(BIN)/pserve development.ini
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check fxchat tests migrations
+	$(BIN)/ruff format --check fxchat tests migrations
+
+format: install
+	$(BIN)/ruff format fxchat tests migrations
+	$(BIN)/ruff check --fix fxchat tests migrations
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis .ruff_cache fxchat.sqlite*
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

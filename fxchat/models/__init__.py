@@ -1,0 +1,100 @@
+"""Database wiring: engine, session factory, one transaction per request."""
+
+from __future__ import annotations
+
+import sqlalchemy
+import zope.sqlalchemy
+from sqlalchemy import engine_from_config, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, configure_mappers, sessionmaker
+
+from .accounts import Device, User  # noqa: F401
+from .messages import Body, Copy, CopyState, IdempotencyKey, Message  # noqa: F401
+from .meta import Base  # noqa: F401
+
+configure_mappers()
+
+# The execution option that marks a connection used only for reading.
+READ_ONLY = "fxchat_read_only"
+
+
+def get_engine(settings: dict, *, db_timeout: int = 5, prefix: str = "sqlalchemy.") -> Engine:
+    """The engine for ``sqlalchemy.url``, tuned for each database we support."""
+    url = sqlalchemy.engine.make_url(settings[prefix + "url"])
+    options: dict = {"pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        # Python's sqlite3 module begins transactions lazily and too late for
+        # us; we issue BEGIN ourselves (see _sqlite_begin).
+        options["connect_args"] = {"timeout": db_timeout, "isolation_level": None,
+                                   "check_same_thread": False}
+    elif url.get_backend_name() == "postgresql":
+        options["connect_args"] = {
+            "connect_timeout": db_timeout,
+            # A statement or lock wait that outlives this is cancelled, so a
+            # request never hangs on a stuck database.
+            "options": f"-c statement_timeout={db_timeout * 1000}"
+            f" -c lock_timeout={db_timeout * 1000}",
+        }
+        options["pool_timeout"] = db_timeout
+    engine = engine_from_config(settings, prefix, **options)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL is durable against process crashes, which is the
+            # promise we make; a power loss may lose the last transactions.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(connection):
+        # Writers take the write lock up front: a transaction that read first
+        # and upgraded later could fail with SQLITE_BUSY_SNAPSHOT instead of
+        # waiting. Readers keep a plain deferred BEGIN and never block writers.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def get_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def get_tm_session(session_factory, transaction_manager, request=None, *,
+                   read_only: bool = False) -> Session:
+    """A session joined to ``transaction_manager``: committed or aborted with it."""
+    options = {"info": {"request": request}}
+    if read_only:
+        options["bind"] = session_factory.kw["bind"].execution_options(**{READ_ONLY: True})
+    dbsession = session_factory(**options)
+    zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
+    return dbsession
+
+
+def includeme(config) -> None:
+    """Adds ``request.dbsession``: one session per request, one transaction."""
+    settings = config.get_settings()
+    settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
+    config.include("pyramid_tm")
+    config.include("pyramid_retry")
+
+    engine = get_engine(settings, db_timeout=config.registry.fxchat.db_timeout)
+    session_factory = get_session_factory(engine)
+    config.registry["dbsession_factory"] = session_factory
+    config.registry["db_engine"] = engine
+
+    def dbsession(request):
+        # Reads never take SQLite's write lock.
+        read_only = request.method in ("GET", "HEAD", "OPTIONS")
+        return get_tm_session(session_factory, request.tm, request, read_only=read_only)
+
+    config.add_request_method(dbsession, reify=True)

@@ -1,0 +1,1 @@
+"""Colander schemas of the API, one module per resource."""

@@ -1,0 +1,97 @@
+"""Schemas of sending, fetching and acknowledging (PROTOCOL.md §3.2–§3.4).
+
+Limits that come from the settings are deferred: the schema is bound to the
+running server's :class:`~fxchat.settings.Settings` on every request.
+"""
+
+import colander
+
+from ..crypto_suite import SUITE
+from .types import Base64Url, QueryInt, StrictInt, StrictString, UserId, cursor, opaque_id
+
+
+@colander.deferred
+def ttl_range(node, kw):
+    return colander.Range(min=1, max=kw["settings"].max_ttl)
+
+
+@colander.deferred
+def message_size(node, kw):
+    maximum = kw["settings"].max_message_bytes
+    return colander.Length(min=28, max=maximum,
+                           min_err="is shorter than a nonce and a tag (28 bytes)",
+                           max_err=f"is larger than {maximum} bytes")
+
+
+def _no_duplicate_devices(node, recipients):
+    seen = set()
+    for recipient in recipients:
+        key = (recipient["user"], recipient["device_id"])
+        if key in seen:
+            raise colander.Invalid(node, f"device {key[1]} of {key[0]} is listed twice")
+        seen.add(key)
+
+
+@colander.deferred
+def recipients_validator(node, kw):
+    return colander.All(
+        colander.Length(min=1, max=kw["settings"].max_recipients), _no_duplicate_devices
+    )
+
+
+class Recipient(colander.MappingSchema):
+    user = UserId()
+    device_id = colander.SchemaNode(StrictString(), validator=opaque_id)
+    encrypted_aes_key = colander.SchemaNode(Base64Url(length=60))
+    msg_sig = colander.SchemaNode(Base64Url(length=32))
+    msg_pub_key = colander.SchemaNode(Base64Url(length=32))
+
+
+class Recipients(colander.SequenceSchema):
+    recipient = Recipient()
+    validator = recipients_validator
+
+
+class SendSchema(colander.MappingSchema):
+    suite = colander.SchemaNode(StrictString(), validator=colander.OneOf([SUITE]))
+    ttl = colander.SchemaNode(StrictInt(), validator=ttl_range, missing=None)
+    encrypted_message = colander.SchemaNode(Base64Url(), validator=message_size)
+    recipients = Recipients()
+
+
+@colander.deferred
+def page_size(node, kw):
+    return colander.Range(min=1, max=kw["settings"].max_page_size)
+
+
+@colander.deferred
+def default_page_size(node, kw):
+    return kw["settings"].default_page_size
+
+
+class FetchQuerystring(colander.MappingSchema):
+    limit = colander.SchemaNode(QueryInt(), validator=page_size, missing=default_page_size)
+    after = colander.SchemaNode(StrictString(), validator=cursor, missing=None)
+
+
+class FetchSchema(colander.MappingSchema):
+    querystring = FetchQuerystring()
+
+
+class Ack(colander.MappingSchema):
+    id = colander.SchemaNode(StrictString(), validator=opaque_id)
+    mac_key = colander.SchemaNode(Base64Url(length=32), missing=None)
+
+
+@colander.deferred
+def ack_count(node, kw):
+    return colander.Length(max=kw["settings"].max_acks_per_request)
+
+
+class Acks(colander.SequenceSchema):
+    ack = Ack()
+    validator = ack_count
+
+
+class AckSchema(colander.MappingSchema):
+    acks = Acks()

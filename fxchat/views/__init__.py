@@ -1,0 +1,1 @@
+"""Cornice services, one module per resource."""
