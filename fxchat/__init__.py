@@ -40,8 +40,9 @@ def make_config(settings: dict) -> Configurator:
     config.include(".purger")
     config.add_request_method(now_ms, "now", reify=True)
     config.add_subscriber(_expose_route, ContextFound)
-    config.add_tween("fxchat.database_errors.database_errors_tween_factory",
-                     over="pyramid_tm.tm_tween_factory")
+    config.add_tween(
+        "fxchat.database_errors.database_errors_tween_factory", over="pyramid_tm.tm_tween_factory"
+    )
     from .views.operations import read_version
 
     config.registry["fxchat.version"] = read_version(config.registry.fxchat.version_file)
@@ -56,5 +57,6 @@ def main(global_config, **settings):
     config = make_config(settings)
     app = config.make_wsgi_app()
     fxchat = config.registry.fxchat
-    return RequestMiddleware(app, max_body_bytes=fxchat.max_body_bytes,
-                             cors_origins=fxchat.cors_origins)
+    return RequestMiddleware(
+        app, max_body_bytes=fxchat.max_body_bytes, cors_origins=fxchat.cors_origins
+    )

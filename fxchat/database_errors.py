@@ -51,9 +51,18 @@ def is_unavailable(error: Exception) -> bool:
         return True
     if isinstance(error, sa_exc.OperationalError):
         message = str(error.orig).lower()
-        return any(sign in message for sign in (
-            "connection", "could not connect", "server closed", "timeout", "unable to open",
-            "disk i/o error", "terminating"))
+        return any(
+            sign in message
+            for sign in (
+                "connection",
+                "could not connect",
+                "server closed",
+                "timeout",
+                "unable to open",
+                "disk i/o error",
+                "terminating",
+            )
+        )
     return False
 
 

@@ -15,6 +15,8 @@ import logging
 from pyramid import httpexceptions
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
 
+from .services import ServiceError
+
 logger = logging.getLogger(__name__)
 
 STATUS_CLASSES = {
@@ -107,8 +109,9 @@ def forbidden_view(request):
     # A request without a valid token is unauthenticated, not forbidden.
     if request.identity is None:
         return unauthorized()
-    return json_error(403, name="Authorization", description="this device may not do that",
-                      location="header")
+    return json_error(
+        403, name="Authorization", description="this device may not do that", location="header"
+    )
 
 
 @exception_view_config(httpexceptions.HTTPException)
@@ -133,3 +136,11 @@ def unexpected_error_view(exc, request):
     """A bug: log it with its traceback, answer a JSON 500 without details."""
     logger.exception("unexpected error on %s %s", request.method, request.path)
     return json_error(500, name="server", description="internal error", location="server")
+
+
+@exception_view_config(ServiceError)
+def service_error_view(exc, request):
+    """A request the relay's rules refuse (see fxchat.services)."""
+    return json_error(
+        exc.status, name=exc.name, description=exc.description, location=exc.location, **exc.extra
+    )

@@ -23,10 +23,17 @@ CORS_EXPOSED = "Retry-After, X-Request-Id"
 
 
 def _error(status: str, name: str, description: str, headers=()):
-    body = json.dumps({"status": "error", "errors": [
-        {"location": "body", "name": name, "description": description}]}).encode()
-    return status, [("Content-Type", "application/json"),
-                    ("Content-Length", str(len(body))), *headers], body
+    body = json.dumps(
+        {
+            "status": "error",
+            "errors": [{"location": "body", "name": name, "description": description}],
+        }
+    ).encode()
+    return (
+        status,
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers],
+        body,
+    )
 
 
 class RequestMiddleware:
@@ -47,14 +54,22 @@ class RequestMiddleware:
 
         def start(status, headers, exc_info=None):
             status_seen.append(status)
-            headers = [(k, v) for k, v in headers
-                       if k.lower() not in ("x-request-id", "x-content-type-options")]
+            headers = [
+                (k, v)
+                for k, v in headers
+                if k.lower() not in ("x-request-id", "x-content-type-options")
+            ]
             headers.append(("X-Request-Id", request_id))
             headers.append(("X-Content-Type-Options", "nosniff"))
             headers.append(("Cache-Control", "no-store"))
             if origin in self.cors_origins:
-                headers.extend([("Access-Control-Allow-Origin", origin), ("Vary", "Origin"),
-                                ("Access-Control-Expose-Headers", CORS_EXPOSED)])
+                headers.extend(
+                    [
+                        ("Access-Control-Allow-Origin", origin),
+                        ("Vary", "Origin"),
+                        ("Access-Control-Expose-Headers", CORS_EXPOSED),
+                    ]
+                )
             return start_response(status, headers, exc_info)
 
         try:
@@ -70,20 +85,30 @@ class RequestMiddleware:
     def _refuse(self, environ, origin):
         """An answer given without the application, or None."""
         if environ["REQUEST_METHOD"] == "OPTIONS" and origin in self.cors_origins:
-            return "204 No Content", [
-                ("Access-Control-Allow-Methods", CORS_METHODS),
-                ("Access-Control-Allow-Headers", CORS_HEADERS),
-                ("Access-Control-Max-Age", "600")], b""
-        too_large = _error("413 Request Entity Too Large", "body",
-                           f"the body is larger than {self.max_body_bytes} bytes")
+            return (
+                "204 No Content",
+                [
+                    ("Access-Control-Allow-Methods", CORS_METHODS),
+                    ("Access-Control-Allow-Headers", CORS_HEADERS),
+                    ("Access-Control-Max-Age", "600"),
+                ],
+                b"",
+            )
+        too_large = _error(
+            "413 Request Entity Too Large",
+            "body",
+            f"the body is larger than {self.max_body_bytes} bytes",
+        )
         length = environ.get("CONTENT_LENGTH") or ""
         if length:
             if not length.isdigit():
                 return _error("400 Bad Request", "Content-Length", "not a number")
             if int(length) > self.max_body_bytes:
                 return too_large
-        elif environ.get("wsgi.input_terminated") or "chunked" in environ.get(
-                "HTTP_TRANSFER_ENCODING", "").lower():
+        elif (
+            environ.get("wsgi.input_terminated")
+            or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        ):
             # No length given: read at most one byte past the limit.
             body = environ["wsgi.input"].read(self.max_body_bytes + 1)
             if len(body) > self.max_body_bytes:
@@ -96,12 +121,17 @@ class RequestMiddleware:
     @staticmethod
     def _log(environ, status_seen, started, request_id) -> None:
         status = int(status_seen[-1].split()[0]) if status_seen else 500
-        logger.info("request", extra={"fields": {
-            "request_id": request_id,
-            "method": environ.get("REQUEST_METHOD"),
-            "route": environ.get("fxchat.route") or "",
-            "path": environ.get("PATH_INFO", ""),
-            "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            "device_id": environ.get("fxchat.device_id"),
-        }})
+        logger.info(
+            "request",
+            extra={
+                "fields": {
+                    "request_id": request_id,
+                    "method": environ.get("REQUEST_METHOD"),
+                    "route": environ.get("fxchat.route") or "",
+                    "path": environ.get("PATH_INFO", ""),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "device_id": environ.get("fxchat.device_id"),
+                }
+            },
+        )

@@ -34,10 +34,13 @@ def run_purge(registry, *, now: int | None = None):
         with manager:
             yield get_tm_session(session_factory, manager)
 
-    return purge(one_transaction, now=now if now is not None else int(time.time() * 1000),
-                 receipt_retention=settings.receipt_retention,
-                 idempotency_window=settings.idempotency_window,
-                 batch_size=settings.purge_batch_size)
+    return purge(
+        one_transaction,
+        now=now if now is not None else int(time.time() * 1000),
+        receipt_retention=settings.receipt_retention,
+        idempotency_window=settings.idempotency_window,
+        batch_size=settings.purge_batch_size,
+    )
 
 
 class Purger:

@@ -87,7 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ratelimit.enabled", as_bool, True,
             "Turns rate limiting on or off."),
     Setting("ratelimit.url", str, "memory://",
-            "``limits`` storage: ``memory://`` (one process) or ``redis://host:port/db`` (shared by all processes)."),
+            "``limits`` storage: ``memory://`` (one process) or ``redis://host:port/db``"
+            " (shared by all processes)."),
     Setting("ratelimit.send", str, "120/minute",
             "Sends per device."),
     Setting("ratelimit.fetch", str, "600/minute",
@@ -99,7 +100,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", as_list, (),
             "Addresses of reverse proxies whose ``X-Forwarded-For`` gives the client address."),
     Setting("cors_origins", as_list, (),
-            "Origins allowed to call the API from a browser; empty: CORS is off."),
+            "Origins allowed to call the API from a browser; empty: CORS off."),
     Setting("version_file", str, "",
             "Path of a ``version.json`` served by ``/__version__``; empty: built from the package."),
 )  # fmt: skip
@@ -125,7 +126,7 @@ def load_settings(raw: Mapping[str, Any]) -> Settings:
     """
     known = {s.name: s for s in SETTINGS}
     unknown = sorted(
-        key for key in raw if key.startswith(PREFIX) and key[len(PREFIX):] not in known
+        key for key in raw if key.startswith(PREFIX) and key[len(PREFIX) :] not in known
     )
     if unknown:
         raise ValueError(f"unknown settings: {', '.join(unknown)}")

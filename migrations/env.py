@@ -41,9 +41,7 @@ def run_migrations_online() -> None:
         return
     url = database_url()
     engine = (
-        create_engine(url)
-        if not url.startswith("sqlite")
-        else get_engine({"sqlalchemy.url": url})
+        create_engine(url) if not url.startswith("sqlite") else get_engine({"sqlalchemy.url": url})
     )
     with engine.connect() as connection:
         _run(connection)

@@ -27,8 +27,9 @@ def b64(data: bytes) -> str:
 
 
 def pytest_addoption(parser):
-    parser.addoption("--sqlite-only", action="store_true",
-                     help="run the database tests on SQLite only")
+    parser.addoption(
+        "--sqlite-only", action="store_true", help="run the database tests on SQLite only"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +63,7 @@ def _database_params(config):
 
 def pytest_generate_tests(metafunc):
     if "database_url" in metafunc.fixturenames:
-        metafunc.parametrize("database_kind", _database_params(metafunc.config),
-                             scope="session")
+        metafunc.parametrize("database_kind", _database_params(metafunc.config), scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +95,11 @@ def make_app(clean_database):
     apps = []
 
     def make(**settings) -> webtest.TestApp:
-        merged = {"sqlalchemy.url": clean_database, **TEST_SETTINGS,
-                  **{f"fxchat.{k}": str(v) for k, v in settings.items()}}
+        merged = {
+            "sqlalchemy.url": clean_database,
+            **TEST_SETTINGS,
+            **{f"fxchat.{k}": str(v) for k, v in settings.items()},
+        }
         app = webtest.TestApp(main({}, **merged))
         apps.append(app)
         return app
@@ -150,8 +153,9 @@ class Device:
         return self.app.get(path, headers=self.headers, status=status, **kw)
 
     def post(self, path, body, status=None, headers=None, **kw):
-        return self.app.post_json(path, body, headers={**self.headers, **(headers or {})},
-                                  status=status, **kw)
+        return self.app.post_json(
+            path, body, headers={**self.headers, **(headers or {})}, status=status, **kw
+        )
 
     def put(self, path, body, status=200, **kw):
         return self.app.put_json(path, body, headers=self.headers, status=status, **kw)
@@ -163,16 +167,23 @@ class Device:
         public_key = os.urandom(32)
         body = {"public_key": b64(public_key)} | ({"name": name} if name else {})
         created = self.post("/v1/devices", body, status=201).json
-        return Device(self.app, created["user"], created["device_id"], created["token"],
-                      public_key)
+        return Device(self.app, created["user"], created["device_id"], created["token"], public_key)
 
     def envelope(self, *devices: Device, message: bytes | None = None, ttl=None) -> dict:
         """A well-formed send body for ``devices`` (random bytes: the server can't tell)."""
-        body = {"suite": "fxchat-1",
-                "encrypted_message": b64(message if message is not None else os.urandom(60)),
-                "recipients": [{**d.address, "encrypted_aes_key": b64(os.urandom(60)),
-                                "msg_sig": b64(os.urandom(32)), "msg_pub_key": b64(os.urandom(32))}
-                               for d in devices]}
+        body = {
+            "suite": "fxchat-1",
+            "encrypted_message": b64(message if message is not None else os.urandom(60)),
+            "recipients": [
+                {
+                    **d.address,
+                    "encrypted_aes_key": b64(os.urandom(60)),
+                    "msg_sig": b64(os.urandom(32)),
+                    "msg_pub_key": b64(os.urandom(32)),
+                }
+                for d in devices
+            ],
+        }
         if ttl is not None:
             body["ttl"] = ttl
         return body
@@ -190,8 +201,9 @@ class Device:
 
 def register(app, user: str) -> Device:
     public_key = os.urandom(32)
-    created = app.post_json("/v1/accounts", {"user": user, "public_key": b64(public_key)},
-                            status=201).json
+    created = app.post_json(
+        "/v1/accounts", {"user": user, "public_key": b64(public_key)}, status=201
+    ).json
     return Device(app, created["user"], created["device_id"], created["token"], public_key)
 
 

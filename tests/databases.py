@@ -46,18 +46,23 @@ class PostgreSQLUnavailable(Exception):
 def create_postgresql_database() -> str:
     """A new, empty database on the test server; its URL."""
     name = f"fxchat_test_{secrets.token_hex(6)}"
-    admin = sqlalchemy.create_engine(POSTGRESQL_SERVER, isolation_level="AUTOCOMMIT",
-                                     connect_args={"connect_timeout": 3})
+    admin = sqlalchemy.create_engine(
+        POSTGRESQL_SERVER, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
     try:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except sqlalchemy.exc.OperationalError as error:
         raise PostgreSQLUnavailable(
-            f"no PostgreSQL server at {POSTGRESQL_SERVER} ({error.orig})") from None
+            f"no PostgreSQL server at {POSTGRESQL_SERVER} ({error.orig})"
+        ) from None
     finally:
         admin.dispose()
-    return str(sqlalchemy.engine.make_url(POSTGRESQL_SERVER).set(database=name)
-               .render_as_string(hide_password=False))
+    return str(
+        sqlalchemy.engine.make_url(POSTGRESQL_SERVER)
+        .set(database=name)
+        .render_as_string(hide_password=False)
+    )
 
 
 def drop_postgresql_database(url: str) -> None:

@@ -57,23 +57,35 @@ def free_port() -> int:
 class LiveServer:
     """``pserve`` on a generated ini file; ``start``, ``kill``, ``stop``."""
 
-    def __init__(self, workdir: Path, database_url: str, *, threads: int = 4,
-                 settings: dict[str, str] | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        database_url: str,
+        *,
+        threads: int = 4,
+        settings: dict[str, str] | None = None,
+    ):
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "server.log"
         self.ini = workdir / "server.ini"
         lines = "\n".join(f"{k} = {v}" for k, v in (settings or {}).items())
-        self.ini.write_text(INI.format(url=database_url, settings=lines, port=self.port,
-                                       threads=threads, log=str(self.log)))
+        self.ini.write_text(
+            INI.format(
+                url=database_url, settings=lines, port=self.port, threads=threads, log=str(self.log)
+            )
+        )
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20) -> None:
         pserve = Path(sys.executable).with_name("pserve")
         self.process = subprocess.Popen(
-            [str(pserve), str(self.ini)], cwd=ROOT, stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "server.err", "ab"), start_new_session=True,
+            [str(pserve), str(self.ini)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "server.err", "ab"),
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

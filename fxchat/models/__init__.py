@@ -25,8 +25,11 @@ def get_engine(settings: dict, *, db_timeout: int = 5, prefix: str = "sqlalchemy
     if url.get_backend_name() == "sqlite":
         # Python's sqlite3 module begins transactions lazily and too late for
         # us; we issue BEGIN ourselves (see _sqlite_begin).
-        options["connect_args"] = {"timeout": db_timeout, "isolation_level": None,
-                                   "check_same_thread": False}
+        options["connect_args"] = {
+            "timeout": db_timeout,
+            "isolation_level": None,
+            "check_same_thread": False,
+        }
     elif url.get_backend_name() == "postgresql":
         options["connect_args"] = {
             "connect_timeout": db_timeout,
@@ -69,8 +72,9 @@ def get_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def get_tm_session(session_factory, transaction_manager, request=None, *,
-                   read_only: bool = False) -> Session:
+def get_tm_session(
+    session_factory, transaction_manager, request=None, *, read_only: bool = False
+) -> Session:
     """A session joined to ``transaction_manager``: committed or aborted with it."""
     options = {"info": {"request": request}}
     if read_only:

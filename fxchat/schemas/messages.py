@@ -18,9 +18,12 @@ def ttl_range(node, kw):
 @colander.deferred
 def message_size(node, kw):
     maximum = kw["settings"].max_message_bytes
-    return colander.Length(min=28, max=maximum,
-                           min_err="is shorter than a nonce and a tag (28 bytes)",
-                           max_err=f"is larger than {maximum} bytes")
+    return colander.Length(
+        min=28,
+        max=maximum,
+        min_err="is shorter than a nonce and a tag (28 bytes)",
+        max_err=f"is larger than {maximum} bytes",
+    )
 
 
 def _no_duplicate_devices(node, recipients):
@@ -48,6 +51,8 @@ class Recipient(colander.MappingSchema):
 
 
 class Recipients(colander.SequenceSchema):
+    """Each device at most once (``uniqueItems`` can only say part of this)."""
+
     recipient = Recipient()
     validator = recipients_validator
 
@@ -71,7 +76,8 @@ def default_page_size(node, kw):
 
 class FetchQuerystring(colander.MappingSchema):
     limit = colander.SchemaNode(QueryInt(), validator=page_size, missing=default_page_size)
-    after = colander.SchemaNode(StrictString(), validator=cursor, missing=None)
+    # allow_empty: "after=" is a malformed cursor, not an absent one.
+    after = colander.SchemaNode(StrictString(allow_empty=True), validator=cursor, missing=None)
 
 
 class FetchSchema(colander.MappingSchema):

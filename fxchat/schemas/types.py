@@ -6,9 +6,9 @@ import re
 
 import colander
 
-from ..encoding import b64decode, decode_cursor
+from ..encoding import CURSOR, b64decode
 
-USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%+@-]*\Z")
+USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%+@-]{0,253}\Z")
 # Server-chosen ids are URL-safe, at most 64 characters.
 OPAQUE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,64}\Z")
@@ -73,28 +73,17 @@ class QueryInt(colander.Int):
         return int(cstruct)
 
 
-def user_id(node, value):
-    if not 1 <= len(value) <= 254 or not USER_ID.match(value):
-        raise colander.Invalid(
-            node, "must be 1 to 254 characters of A-Z a-z 0-9 . _ % + @ -, starting alphanumeric"
-        )
-
-
-def opaque_id(node, value):
-    if not OPAQUE_ID.match(value):
-        raise colander.Invalid(node, "must be 1 to 64 characters of A-Z a-z 0-9 _ -")
-
-
-def cursor(node, value):
-    try:
-        decode_cursor(value)
-    except ValueError:
-        raise colander.Invalid(node, "is not a cursor returned by this server") from None
+# Regex validators (not functions) so that the OpenAPI document shows them.
+user_id = colander.Regex(
+    USER_ID, "must be 1 to 254 characters of A-Z a-z 0-9 . _ % + @ -, starting alphanumeric"
+)
+opaque_id = colander.Regex(OPAQUE_ID, "must be 1 to 64 characters of A-Z a-z 0-9 _ -")
+cursor = colander.Regex(CURSOR, "is not a cursor returned by this server")
 
 
 class UserId(colander.SchemaNode):
     schema_type = StrictString
-    validator = colander.All(colander.Length(min=1, max=254), user_id)
+    validator = user_id
 
 
 def PublicKey(**kw) -> colander.SchemaNode:  # noqa: N802 (reads like a node class)
@@ -102,7 +91,11 @@ def PublicKey(**kw) -> colander.SchemaNode:  # noqa: N802 (reads like a node cla
     return colander.SchemaNode(Base64Url(length=32), **kw)
 
 
-class DeviceName(colander.SchemaNode):
-    schema_type = StrictString
-    validator = colander.Length(min=1, max=100)
-    missing = None
+def DeviceName(**kw) -> colander.SchemaNode:  # noqa: N802 (reads like a node class)
+    """An optional device name; "" is too short, not absent."""
+    return colander.SchemaNode(
+        StrictString(allow_empty=True),
+        validator=colander.Length(min=1, max=100),
+        missing=None,
+        **kw,
+    )

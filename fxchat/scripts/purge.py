@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as error:
             print(f"fxchat-purge: purge failed: {error}", file=sys.stderr)
             return 1
-        print(json.dumps({**report.as_json(),
-                          "seconds": round(time.monotonic() - started, 3)}))
+        print(json.dumps({**report.as_json(), "seconds": round(time.monotonic() - started, 3)}))
     return 0
 
 

@@ -34,8 +34,9 @@ def authenticate(dbsession: Session, token: str) -> Device | None:
     return device
 
 
-def create_account(dbsession: Session, user_id: str, public_key: bytes, name: str | None,
-                   *, now: int) -> NewDevice:
+def create_account(
+    dbsession: Session, user_id: str, public_key: bytes, name: str | None, *, now: int
+) -> NewDevice:
     if dbsession.scalar(select(User.pk).where(User.user_id == user_id)) is not None:
         raise Conflict(f"user {user_id} already exists", name="user")
     user = User(user_id=user_id, created_at=now, device_set_version=0)
@@ -48,11 +49,19 @@ def create_account(dbsession: Session, user_id: str, public_key: bytes, name: st
     return _new_device(dbsession, user, public_key, name, now=now)
 
 
-def add_device(dbsession: Session, acting: Device, public_key: bytes, name: str | None,
-               *, now: int, max_devices: int) -> NewDevice:
+def add_device(
+    dbsession: Session,
+    acting: Device,
+    public_key: bytes,
+    name: str | None,
+    *,
+    now: int,
+    max_devices: int,
+) -> NewDevice:
     user = _lock_device_set(dbsession, acting.user_pk)
     active = dbsession.scalar(
-        select(func.count()).select_from(Device)
+        select(func.count())
+        .select_from(Device)
         .where(Device.user_pk == user.pk, Device.revoked_at.is_(None))
     )
     if active >= max_devices:
@@ -62,11 +71,20 @@ def add_device(dbsession: Session, acting: Device, public_key: bytes, name: str 
     return _new_device(dbsession, user, public_key, name, now=now)
 
 
-def _new_device(dbsession: Session, user: User, public_key: bytes, name: str | None,
-                *, now: int) -> NewDevice:
+def _new_device(
+    dbsession: Session, user: User, public_key: bytes, name: str | None, *, now: int
+) -> NewDevice:
     token, token_hash = new_token()
-    device = Device(device_id=new_id(), user_pk=user.pk, name=name, public_key=public_key,
-                    token_hash=token_hash, created_at=now, key_updated_at=now, queued=0)
+    device = Device(
+        device_id=new_id(),
+        user_pk=user.pk,
+        name=name,
+        public_key=public_key,
+        token_hash=token_hash,
+        created_at=now,
+        key_updated_at=now,
+        queued=0,
+    )
     dbsession.add(device)
     dbsession.flush()
     return NewDevice(user=user.user_id, device_id=device.device_id, token=token)
@@ -75,7 +93,8 @@ def _new_device(dbsession: Session, user: User, public_key: bytes, name: str | N
 def _lock_device_set(dbsession: Session, user_pk: int) -> User:
     """Lock the user's device set against concurrent sends (see User)."""
     dbsession.execute(
-        update(User).where(User.pk == user_pk)
+        update(User)
+        .where(User.pk == user_pk)
         .values(device_set_version=User.device_set_version + 1)
     )
     return dbsession.get(User, user_pk)
@@ -86,7 +105,8 @@ def list_devices(dbsession: Session, user_id: str) -> tuple[User, list[Device]]:
     if user is None:
         raise NotFound(f"no user {user_id}", name="user")
     devices = dbsession.scalars(
-        select(Device).where(Device.user_pk == user.pk, Device.revoked_at.is_(None))
+        select(Device)
+        .where(Device.user_pk == user.pk, Device.revoked_at.is_(None))
         .order_by(Device.pk)
     ).all()
     return user, list(devices)
@@ -102,8 +122,9 @@ def _device_of_same_user(dbsession: Session, acting: Device, device_id: str) -> 
     return device
 
 
-def rotate_key(dbsession: Session, acting: Device, device_id: str, public_key: bytes,
-               *, now: int) -> Device:
+def rotate_key(
+    dbsession: Session, acting: Device, device_id: str, public_key: bytes, *, now: int
+) -> Device:
     device = _device_of_same_user(dbsession, acting, device_id)
     if device.pk != acting.pk:
         raise Forbidden("only the device itself may replace its key", name="device_id")
@@ -117,11 +138,13 @@ def revoke_device(dbsession: Session, acting: Device, device_id: str, *, now: in
     device = _device_of_same_user(dbsession, acting, device_id)
     _lock_device_set(dbsession, device.user_pk)
     dbsession.execute(
-        update(Device).where(Device.pk == device.pk)
+        update(Device)
+        .where(Device.pk == device.pk)
         .values(revoked_at=now, token_hash=None, queued=0)
     )
     dropped = dbsession.scalars(
-        delete(Copy).where(Copy.device_pk == device.pk, Copy.state == CopyState.PENDING)
+        delete(Copy)
+        .where(Copy.device_pk == device.pk, Copy.state == CopyState.PENDING)
         .returning(Copy.message_pk)
     ).all()
     drop_unneeded_bodies(dbsession, list(dropped))

@@ -17,8 +17,9 @@ def receipts(dbsession: Session, device: Device, message_id: str, *, now: int) -
     if message is None or message.sender_user_pk != device.user_pk:
         raise NotFound(f"no message {message_id} sent by this user", name="id")
     rows = dbsession.execute(
-        select(User.user_id, Device.device_id, Copy.state, Copy.expires_at, Copy.acked_at,
-               Copy.mac_key)
+        select(
+            User.user_id, Device.device_id, Copy.state, Copy.expires_at, Copy.acked_at, Copy.mac_key
+        )
         .join(Device, Device.pk == Copy.device_pk)
         .join(User, User.pk == Device.user_pk)
         .where(Copy.message_pk == message.pk)

@@ -29,12 +29,21 @@ class PurgeReport:
     batches: int = field(default=0, repr=False)
 
     def as_json(self) -> dict:
-        return {"expired_copies": self.expired_copies, "deleted_messages": self.deleted_messages,
-                "deleted_idempotency_keys": self.deleted_idempotency_keys}
+        return {
+            "expired_copies": self.expired_copies,
+            "deleted_messages": self.deleted_messages,
+            "deleted_idempotency_keys": self.deleted_idempotency_keys,
+        }
 
 
-def purge(transaction: Callable[[], AbstractContextManager[Session]], *, now: int,
-          receipt_retention: int, idempotency_window: int, batch_size: int) -> PurgeReport:
+def purge(
+    transaction: Callable[[], AbstractContextManager[Session]],
+    *,
+    now: int,
+    receipt_retention: int,
+    idempotency_window: int,
+    batch_size: int,
+) -> PurgeReport:
     """Run every retention step until nothing is left to do.
 
     ``transaction()`` gives a context manager yielding a session whose work is
@@ -43,10 +52,18 @@ def purge(transaction: Callable[[], AbstractContextManager[Session]], *, now: in
     report = PurgeReport()
     steps = (
         ("expired_copies", lambda s: expire_copies(s, now=now, batch_size=batch_size)),
-        ("deleted_messages", lambda s: delete_old_messages(
-            s, before=now - receipt_retention * 1000, batch_size=batch_size)),
-        ("deleted_idempotency_keys", lambda s: forget_idempotency_keys(
-            s, before=now - idempotency_window * 1000, batch_size=batch_size)),
+        (
+            "deleted_messages",
+            lambda s: delete_old_messages(
+                s, before=now - receipt_retention * 1000, batch_size=batch_size
+            ),
+        ),
+        (
+            "deleted_idempotency_keys",
+            lambda s: forget_idempotency_keys(
+                s, before=now - idempotency_window * 1000, batch_size=batch_size
+            ),
+        ),
     )
     for name, step in steps:
         while True:
@@ -72,14 +89,23 @@ def expire_copies(dbsession: Session, *, now: int, batch_size: int) -> int:
         return 0
     dbsession.execute(
         update(Copy),
-        [{"pk": pk, "state": CopyState.EXPIRED, "encrypted_aes_key": None, "msg_sig": None,
-          "msg_pub_key": None} for pk, _, _ in rows],
+        [
+            {
+                "pk": pk,
+                "state": CopyState.EXPIRED,
+                "encrypted_aes_key": None,
+                "msg_sig": None,
+                "msg_pub_key": None,
+            }
+            for pk, _, _ in rows
+        ],
     )
     per_device = Counter(device_pk for _, device_pk, _ in rows)
     # In primary-key order, like sends, so the two never deadlock.
     for device_pk, count in sorted(per_device.items()):
         dbsession.execute(
-            update(Device).where(Device.pk == device_pk)
+            update(Device)
+            .where(Device.pk == device_pk)
             .values(queued=Device.queued - count)
             .execution_options(synchronize_session=False)
         )
@@ -95,10 +121,12 @@ def drop_unneeded_bodies(dbsession: Session, message_pks: list[int]) -> int:
     """
     if not message_pks:
         return 0
-    still_pending = exists().where(Copy.message_pk == Body.message_pk,
-                                   Copy.state == CopyState.PENDING)
+    still_pending = exists().where(
+        Copy.message_pk == Body.message_pk, Copy.state == CopyState.PENDING
+    )
     result = dbsession.execute(
-        delete(Body).where(Body.message_pk.in_(set(message_pks)), ~still_pending)
+        delete(Body)
+        .where(Body.message_pk.in_(set(message_pks)), ~still_pending)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
@@ -121,9 +149,13 @@ def delete_old_messages(dbsession: Session, *, before: int, batch_size: int) -> 
 def forget_idempotency_keys(dbsession: Session, *, before: int, batch_size: int) -> int:
     keys = dbsession.execute(
         select(IdempotencyKey.device_pk, IdempotencyKey.key)
-        .where(IdempotencyKey.created_at <= before).limit(batch_size)
+        .where(IdempotencyKey.created_at <= before)
+        .limit(batch_size)
     ).all()
     if keys:
-        dbsession.execute(delete(IdempotencyKey).where(
-            tuple_(IdempotencyKey.device_pk, IdempotencyKey.key).in_(keys)))
+        dbsession.execute(
+            delete(IdempotencyKey).where(
+                tuple_(IdempotencyKey.device_pk, IdempotencyKey.key).in_(keys)
+            )
+        )
     return len(keys)

@@ -34,13 +34,28 @@ def request_fingerprint(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
-def send(dbsession: Session, sender: Device, message: dict, *, now: int, ttl: int,
-         max_queued: int, idempotency_key: str | None = None,
-         fingerprint: bytes = b"", idempotency_window: int = 0) -> Sent:
+def send(
+    dbsession: Session,
+    sender: Device,
+    message: dict,
+    *,
+    now: int,
+    ttl: int,
+    max_queued: int,
+    idempotency_key: str | None = None,
+    fingerprint: bytes = b"",
+    idempotency_window: int = 0,
+) -> Sent:
     """Store ``message`` for exactly the addressed users' current devices, or nothing."""
     if idempotency_key is not None:
-        earlier = _earlier_send(dbsession, sender, idempotency_key, fingerprint,
-                                now=now, window_ms=idempotency_window * 1000)
+        earlier = _earlier_send(
+            dbsession,
+            sender,
+            idempotency_key,
+            fingerprint,
+            now=now,
+            window_ms=idempotency_window * 1000,
+        )
         if earlier is not None:
             return earlier
 
@@ -50,33 +65,61 @@ def send(dbsession: Session, sender: Device, message: dict, *, now: int, ttl: in
     sent = Sent(message_id=new_id(), sent_at=now, expires_at=now + ttl * 1000)
     message_pk = dbsession.scalar(
         insert(Message).returning(Message.pk),
-        {"message_id": sent.message_id, "sender_user_pk": sender.user_pk,
-         "sender_user": sender.user.user_id, "sender_device_id": sender.device_id,
-         "suite": message["suite"], "sent_at": now, "expires_at": sent.expires_at},
+        {
+            "message_id": sent.message_id,
+            "sender_user_pk": sender.user_pk,
+            "sender_user": sender.user.user_id,
+            "sender_device_id": sender.device_id,
+            "suite": message["suite"],
+            "sent_at": now,
+            "expires_at": sent.expires_at,
+        },
     )
-    dbsession.execute(insert(Body), {"message_pk": message_pk,
-                                     "encrypted_message": message["encrypted_message"]})
-    dbsession.execute(insert(Copy), [
-        {"message_pk": message_pk, "device_pk": device_pks[(r["user"], r["device_id"])],
-         "state": 0, "expires_at": sent.expires_at,
-         "encrypted_aes_key": r["encrypted_aes_key"], "msg_sig": r["msg_sig"],
-         "msg_pub_key": r["msg_pub_key"]}
-        for r in message["recipients"]
-    ])
+    dbsession.execute(
+        insert(Body), {"message_pk": message_pk, "encrypted_message": message["encrypted_message"]}
+    )
+    dbsession.execute(
+        insert(Copy),
+        [
+            {
+                "message_pk": message_pk,
+                "device_pk": device_pks[(r["user"], r["device_id"])],
+                "state": 0,
+                "expires_at": sent.expires_at,
+                "encrypted_aes_key": r["encrypted_aes_key"],
+                "msg_sig": r["msg_sig"],
+                "msg_pub_key": r["msg_pub_key"],
+            }
+            for r in message["recipients"]
+        ],
+    )
     if idempotency_key is not None:
         # A concurrent twin of this request fails here on the primary key;
         # the request is then retried and answered by _earlier_send.
-        dbsession.execute(insert(IdempotencyKey), {
-            "device_pk": sender.pk, "key": idempotency_key, "request_hash": fingerprint,
-            "message_pk": message_pk, "created_at": now})
+        dbsession.execute(
+            insert(IdempotencyKey),
+            {
+                "device_pk": sender.pk,
+                "key": idempotency_key,
+                "request_hash": fingerprint,
+                "message_pk": message_pk,
+                "created_at": now,
+            },
+        )
     return sent
 
 
-def _earlier_send(dbsession: Session, sender: Device, key: str, fingerprint: bytes,
-                  *, now: int, window_ms: int) -> Sent | None:
+def _earlier_send(
+    dbsession: Session, sender: Device, key: str, fingerprint: bytes, *, now: int, window_ms: int
+) -> Sent | None:
     row = dbsession.execute(
-        select(IdempotencyKey.request_hash, IdempotencyKey.created_at, Message.message_id,
-               Message.sent_at, Message.expires_at)
+        select(
+            IdempotencyKey.request_hash,
+            IdempotencyKey.created_at,
+            Message.message_id,
+            Message.sent_at,
+            Message.expires_at,
+        )
         .join(Message, Message.pk == IdempotencyKey.message_pk)
         .where(IdempotencyKey.device_pk == sender.pk, IdempotencyKey.key == key)
     ).one_or_none()
@@ -84,30 +127,39 @@ def _earlier_send(dbsession: Session, sender: Device, key: str, fingerprint: byt
         return None
     if row.created_at + window_ms <= now:
         # Too old to be a retry: forget it, and the key may be used again.
-        dbsession.execute(delete(IdempotencyKey).where(
-            IdempotencyKey.device_pk == sender.pk, IdempotencyKey.key == key))
+        dbsession.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.device_pk == sender.pk, IdempotencyKey.key == key
+            )
+        )
         return None
     if row.request_hash != fingerprint:
         raise IdempotencyMismatch("this Idempotency-Key was used for a different request")
     return Sent(message_id=row.message_id, sent_at=row.sent_at, expires_at=row.expires_at)
 
 
-def _current_recipient_devices(dbsession: Session, sender: Device,
-                               recipients: list[dict]) -> dict[tuple[str, str], int]:
+def _current_recipient_devices(
+    dbsession: Session, sender: Device, recipients: list[dict]
+) -> dict[tuple[str, str], int]:
     """Map each listed (user, device_id) to its device, or raise 409 naming the differences."""
     user_ids = sorted({r["user"] for r in recipients})
     # FOR SHARE on the users, in a fixed order: device changes update the user
     # row, so they wait for this send to finish, or this send waits for them
     # and then sees their result (see models.accounts.User).
-    users = dict(dbsession.execute(
-        select(User.pk, User.user_id).where(User.user_id.in_(user_ids))
-        .order_by(User.pk).with_for_update(read=True)
-    ).all())
+    users = dict(
+        dbsession.execute(
+            select(User.pk, User.user_id)
+            .where(User.user_id.in_(user_ids))
+            .order_by(User.pk)
+            .with_for_update(read=True)
+        ).all()
+    )
     current = {
         (users[user_pk], device_id): device_pk
         for device_pk, device_id, user_pk in dbsession.execute(
-            select(Device.pk, Device.device_id, Device.user_pk)
-            .where(Device.user_pk.in_(users), Device.revoked_at.is_(None))
+            select(Device.pk, Device.device_id, Device.user_pk).where(
+                Device.user_pk.in_(users), Device.revoked_at.is_(None)
+            )
         )
         if device_pk != sender.pk
     }
@@ -124,15 +176,18 @@ def _current_recipient_devices(dbsession: Session, sender: Device,
     return current
 
 
-def _reserve_queue_places(dbsession: Session, device_pks: dict[tuple[str, str], int],
-                          max_queued: int) -> None:
+def _reserve_queue_places(
+    dbsession: Session, device_pks: dict[tuple[str, str], int], max_queued: int
+) -> None:
     """Count one more pending copy for each device, or raise if a queue is full."""
     by_pk = {pk: key for key, pk in device_pks.items()}
     # Locking in primary-key order keeps concurrent fan-outs free of deadlocks
     # and keeps each queue's receive order equal to its commit order.
     rows = dbsession.execute(
-        select(Device.pk, Device.queued).where(Device.pk.in_(by_pk))
-        .order_by(Device.pk).with_for_update()
+        select(Device.pk, Device.queued)
+        .where(Device.pk.in_(by_pk))
+        .order_by(Device.pk)
+        .with_for_update()
     ).all()
     full = [by_pk[pk] for pk, queued in rows if queued >= max_queued]
     if full:
@@ -142,6 +197,8 @@ def _reserve_queue_places(dbsession: Session, device_pks: dict[tuple[str, str], 
             full_devices=[{"user": u, "device_id": d} for u, d in sorted(full)],
         )
     dbsession.execute(
-        update(Device).where(Device.pk.in_(by_pk)).values(queued=Device.queued + 1)
+        update(Device)
+        .where(Device.pk.in_(by_pk))
+        .values(queued=Device.queued + 1)
         .execution_options(synchronize_session=False)
     )

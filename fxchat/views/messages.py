@@ -5,62 +5,98 @@ from cornice import Service
 from ..encoding import decode_cursor
 from ..ratelimit import rate_limited
 from ..schemas.messages import AckSchema, FetchSchema, SendSchema
+from ..schemas.responses import AckBody, PageBody, ReceiptsBody, SentBody, responses
 from ..schemas.types import IDEMPOTENCY_KEY
 from ..security import DEVICE
 from ..services import inbox, receipts, sending
 from . import validation
 
-messages = Service(name="messages", path="/v1/messages",
-                   description="Send a message; fetch the caller's queue")
-acks = Service(name="acks", path="/v1/messages/ack",
-               description="Acknowledge messages, disclosing their mac_key")
-message_receipts = Service(name="receipts", path="/v1/messages/{id}/receipts",
-                           description="What became of each copy of a message")
+messages = Service(
+    name="messages", path="/v1/messages", description="Send a message; fetch the caller's queue"
+)
+acks = Service(
+    name="acks",
+    path="/v1/messages/ack",
+    description="Acknowledge messages, disclosing their mac_key",
+)
+message_receipts = Service(
+    name="receipts",
+    path="/v1/messages/{id}/receipts",
+    description="What became of each copy of a message",
+)
 
 
 def idempotency_key(request, **kwargs):
     """Validate the optional Idempotency-Key header."""
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
-        request.errors.add("header", "Idempotency-Key",
-                           "must be 1 to 64 printable ASCII characters")
+        request.errors.add(
+            "header", "Idempotency-Key", "must be 1 to 64 printable ASCII characters"
+        )
     request.idempotency_key = key
 
 
-@messages.post(schema=SendSchema(), permission=DEVICE,
-               validators=(rate_limited("send"), idempotency_key, validation.body))
+@messages.post(
+    schema=SendSchema(),
+    permission=DEVICE,
+    validators=(rate_limited("send"), idempotency_key, validation.body),
+    response_schemas=responses(
+        201, SentBody, "Stored for every listed device", (400, 401, 409, 413, 422)
+    ),
+)
 def send(request):
     settings = request.registry.fxchat
     sent = sending.send(
-        request.dbsession, request.identity, request.validated, now=request.now,
+        request.dbsession,
+        request.identity,
+        request.validated,
+        now=request.now,
         ttl=request.validated["ttl"] or settings.default_ttl,
         max_queued=settings.max_queued_per_device,
         idempotency_key=request.idempotency_key,
         fingerprint=sending.request_fingerprint(request.body),
-        idempotency_window=settings.idempotency_window)
+        idempotency_window=settings.idempotency_window,
+    )
     request.response.status_code = 201
     return sent.as_json()
 
 
-@messages.get(schema=FetchSchema(), permission=DEVICE,
-              validators=(rate_limited("fetch"), validation.querystring))
+@messages.get(
+    schema=FetchSchema(),
+    permission=DEVICE,
+    validators=(rate_limited("fetch"), validation.querystring),
+    response_schemas=responses(200, PageBody, "The oldest pending messages", (400, 401)),
+)
 def fetch(request):
     after = request.validated["after"]
-    page = inbox.fetch(request.dbsession, request.identity, now=request.now,
-                       limit=request.validated["limit"],
-                       after=None if after is None else decode_cursor(after))
+    page = inbox.fetch(
+        request.dbsession,
+        request.identity,
+        now=request.now,
+        limit=request.validated["limit"],
+        after=None if after is None else decode_cursor(after),
+    )
     return page.as_json()
 
 
-@acks.post(schema=AckSchema(), permission=DEVICE,
-           validators=(rate_limited("fetch"), validation.body))
+@acks.post(
+    schema=AckSchema(),
+    permission=DEVICE,
+    validators=(rate_limited("fetch"), validation.body),
+    response_schemas=responses(200, AckBody, "Acknowledged and unknown ids", (400, 401, 413)),
+)
 def acknowledge(request):
-    return inbox.acknowledge(request.dbsession, request.identity, request.validated["acks"],
-                             now=request.now).as_json()
+    return inbox.acknowledge(
+        request.dbsession, request.identity, request.validated["acks"], now=request.now
+    ).as_json()
 
 
-@message_receipts.get(permission=DEVICE, validators=(rate_limited("fetch"),))
+@message_receipts.get(
+    permission=DEVICE,
+    validators=(rate_limited("fetch"),),
+    response_schemas=responses(200, ReceiptsBody, "One receipt per device copy", (401, 404)),
+)
 def get_receipts(request):
-    return receipts.receipts(request.dbsession, request.identity, request.matchdict["id"],
-                             now=request.now)
-
+    return receipts.receipts(
+        request.dbsession, request.identity, request.matchdict["id"], now=request.now
+    )

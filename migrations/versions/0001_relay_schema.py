@@ -18,9 +18,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "users",
-        sa.Column(
-            "pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("user_id", sa.String(length=254), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("device_set_version", sa.Integer(), nullable=False),
@@ -29,9 +27,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "devices",
-        sa.Column(
-            "pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("device_id", sa.String(length=64), nullable=False),
         sa.Column(
             "user_pk",
@@ -45,9 +41,7 @@ def upgrade() -> None:
         sa.Column("key_updated_at", sa.BigInteger(), nullable=False),
         sa.Column("revoked_at", sa.BigInteger(), nullable=True),
         sa.Column("queued", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["user_pk"], ["users.pk"], name=op.f("fk_devices_user_pk_users")
-        ),
+        sa.ForeignKeyConstraint(["user_pk"], ["users.pk"], name=op.f("fk_devices_user_pk_users")),
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_devices")),
         sa.UniqueConstraint("device_id", name=op.f("uq_devices_device_id")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_devices_token_hash")),
@@ -63,9 +57,7 @@ def upgrade() -> None:
 
     op.create_table(
         "messages",
-        sa.Column(
-            "pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("message_id", sa.String(length=64), nullable=False),
         sa.Column(
             "sender_user_pk",
@@ -106,9 +98,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "copies",
-        sa.Column(
-            "pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
             "message_pk",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -136,9 +126,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_copies")),
-        sa.UniqueConstraint(
-            "message_pk", "device_pk", name=op.f("uq_copies_message_pk")
-        ),
+        sa.UniqueConstraint("message_pk", "device_pk", name=op.f("uq_copies_message_pk")),
     )
     with op.batch_alter_table("copies", schema=None) as batch_op:
         batch_op.create_index(
@@ -185,12 +173,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("device_pk", "key", name=op.f("pk_idempotency_keys")),
     )
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_idempotency_keys_created_at", ["created_at"], unique=False
-        )
-        batch_op.create_index(
-            "ix_idempotency_keys_message_pk", ["message_pk"], unique=False
-        )
+        batch_op.create_index("ix_idempotency_keys_created_at", ["created_at"], unique=False)
+        batch_op.create_index("ix_idempotency_keys_message_pk", ["message_pk"], unique=False)
 
 
 def downgrade() -> None:
