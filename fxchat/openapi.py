@@ -39,7 +39,25 @@ def encoded_length(size: int) -> int:
     return (size * 4 + 2) // 3
 
 
-class Base64UrlConverter(StringTypeConverter):
+class NullableWhenOptional:
+    """Optional fields also accept JSON null, meaning absent (see schemas.types)."""
+
+    def convert_type(self, schema_node):
+        converted = super().convert_type(schema_node)
+        if schema_node.missing is not colander.required:
+            converted["x-nullable"] = True
+        return converted
+
+
+class StrictStringConverter(NullableWhenOptional, StringTypeConverter):
+    pass
+
+
+class StrictIntConverter(NullableWhenOptional, IntegerTypeConverter):
+    pass
+
+
+class Base64UrlConverter(NullableWhenOptional, StringTypeConverter):
     def convert_type(self, schema_node):
         converted = super().convert_type(schema_node)
         converted["format"] = "base64url"
@@ -65,8 +83,8 @@ class Base64UrlConverter(StringTypeConverter):
 class FxchatSwagger(CorniceSwagger):
     custom_type_converters = {
         Base64Url: Base64UrlConverter,
-        StrictString: StringTypeConverter,
-        StrictInt: IntegerTypeConverter,
+        StrictString: StrictStringConverter,
+        StrictInt: StrictIntConverter,
         QueryInt: IntegerTypeConverter,
     }
     summary_docstrings = True

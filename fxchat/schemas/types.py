@@ -25,7 +25,7 @@ class Base64Url(colander.SchemaType):
         return colander.null if appstruct is colander.null else appstruct
 
     def deserialize(self, node, cstruct):
-        if cstruct is colander.null:
+        if cstruct is colander.null or cstruct is None:  # JSON null: absent
             return colander.null
         if not isinstance(cstruct, str):
             raise colander.Invalid(node, "must be a base64url string")
@@ -44,6 +44,8 @@ class StrictString(colander.String):
     """A JSON string, not a number or a boolean coerced into one."""
 
     def deserialize(self, node, cstruct):
+        if cstruct is None:  # JSON null: absent
+            return colander.null
         if cstruct is not colander.null and not isinstance(cstruct, str):
             raise colander.Invalid(node, "must be a string")
         return super().deserialize(node, cstruct)
@@ -53,7 +55,7 @@ class StrictInt(colander.Int):
     """A JSON integer: no strings, floats or booleans."""
 
     def deserialize(self, node, cstruct):
-        if cstruct is colander.null:
+        if cstruct is colander.null or cstruct is None:  # JSON null: absent
             return colander.null
         if isinstance(cstruct, bool) or not isinstance(cstruct, int):
             raise colander.Invalid(node, "must be an integer")
