@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 INSTALLED = $(VENV)/.installed
 
-.PHONY: install serve migrate test lint format bench bench-report clean
+.PHONY: install serve migrate test lint format fuzz bench bench-report clean
 
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ serve: migrate
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Schemathesis against a live server on a fresh database (sqlite or postgresql).
+FUZZ_EXAMPLES ?= 200
+FUZZ_DATABASE ?= sqlite
+fuzz: install
+	$(BIN)/python -m tests.fuzz.run_schemathesis --examples $(FUZZ_EXAMPLES) --database $(FUZZ_DATABASE)
 
 lint: install
 	$(BIN)/ruff check fxchat tests migrations

@@ -82,6 +82,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between purges by the server itself; 0 turns them off."),
     Setting("purge_batch_size", int, 5000,
             "Rows deleted per purge transaction, so purging never holds long locks."),
+    Setting("sqlite_synchronous", as_choice("full", "normal"), "full",
+            "SQLite only: ``full`` survives power loss; ``normal`` only process crashes, but is faster."),
     Setting("db_timeout", int, 5,
             "Seconds to wait for the database (connect, lock, statement) before answering 503."),
     Setting("ratelimit.enabled", as_bool, True,

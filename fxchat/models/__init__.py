@@ -18,7 +18,8 @@ configure_mappers()
 READ_ONLY = "fxchat_read_only"
 
 
-def get_engine(settings: dict, *, db_timeout: int = 5, prefix: str = "sqlalchemy.") -> Engine:
+def get_engine(settings: dict, *, db_timeout: int = 5, sqlite_synchronous: str = "full",
+               prefix: str = "sqlalchemy.") -> Engine:
     """The engine for ``sqlalchemy.url``, tuned for each database we support."""
     url = sqlalchemy.engine.make_url(settings[prefix + "url"])
     options: dict = {"pool_pre_ping": True}
@@ -41,19 +42,19 @@ def get_engine(settings: dict, *, db_timeout: int = 5, prefix: str = "sqlalchemy
         options["pool_timeout"] = db_timeout
     engine = engine_from_config(settings, prefix, **options)
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_synchronous)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL is durable against process crashes, which is the
-            # promise we make; a power loss may lose the last transactions.
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit is on disk before the client hears 201. NORMAL
+            # keeps that promise against process crashes, not power loss.
+            cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -91,7 +92,9 @@ def includeme(config) -> None:
     config.include("pyramid_tm")
     config.include("pyramid_retry")
 
-    engine = get_engine(settings, db_timeout=config.registry.fxchat.db_timeout)
+    fxchat = config.registry.fxchat
+    engine = get_engine(settings, db_timeout=fxchat.db_timeout,
+                        sqlite_synchronous=fxchat.sqlite_synchronous)
     session_factory = get_session_factory(engine)
     config.registry["dbsession_factory"] = session_factory
     config.registry["db_engine"] = engine
