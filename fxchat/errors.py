@@ -105,8 +105,10 @@ def not_found_view(request):
 
 
 @forbidden_view_config()
-def forbidden_view(request):
-    # A request without a valid token is unauthenticated, not forbidden.
+def forbidden_view(exc, request):
+    if _is_json_error(exc):  # a 403 of ours, already in shape
+        return exc
+    # Pyramid's own denial: without a valid token it is unauthenticated.
     if request.identity is None:
         return unauthorized()
     return json_error(

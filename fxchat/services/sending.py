@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import Body, Copy, Device, IdempotencyKey, Message, User
@@ -143,25 +143,20 @@ def _current_recipient_devices(
 ) -> dict[tuple[str, str], int]:
     """Map each listed (user, device_id) to its device, or raise 409 naming the differences."""
     user_ids = sorted({r["user"] for r in recipients})
-    # FOR SHARE on the users, in a fixed order: device changes update the user
-    # row, so they wait for this send to finish, or this send waits for them
-    # and then sees their result (see models.accounts.User).
-    users = dict(
-        dbsession.execute(
-            select(User.pk, User.user_id)
-            .where(User.user_id.in_(user_ids))
-            .order_by(User.pk)
-            .with_for_update(read=True)
-        ).all()
-    )
+    # FOR SHARE on the users: device changes update the user row, so they
+    # wait for this send to finish, or this send waits for them and then sees
+    # their result (see models.accounts.User).
+    rows = dbsession.execute(
+        select(User.user_id, Device.pk, Device.device_id)
+        .outerjoin(Device, and_(Device.user_pk == User.pk, Device.revoked_at.is_(None)))
+        .where(User.user_id.in_(user_ids))
+        .order_by(User.pk)
+        .with_for_update(of=User, read=True)
+    ).all()
     current = {
-        (users[user_pk], device_id): device_pk
-        for device_pk, device_id, user_pk in dbsession.execute(
-            select(Device.pk, Device.device_id, Device.user_pk).where(
-                Device.user_pk.in_(users), Device.revoked_at.is_(None)
-            )
-        )
-        if device_pk != sender.pk
+        (user_id, device_id): device_pk
+        for user_id, device_pk, device_id in rows
+        if device_pk is not None and device_pk != sender.pk
     }
     listed = {(r["user"], r["device_id"]) for r in recipients}
     missing = sorted(current.keys() - listed)
@@ -179,26 +174,26 @@ def _current_recipient_devices(
 def _reserve_queue_places(
     dbsession: Session, device_pks: dict[tuple[str, str], int], max_queued: int
 ) -> None:
-    """Count one more pending copy for each device, or raise if a queue is full."""
+    """Count one more pending copy for each device, or raise if a queue is full.
+
+    The update also locks the devices' rows until commit, so copies enter
+    each queue in commit order (the fetch cursor relies on it). A full
+    queue aborts the whole send: the raised error rolls the update back.
+    """
     by_pk = {pk: key for key, pk in device_pks.items()}
-    # Locking in primary-key order keeps concurrent fan-outs free of deadlocks
-    # and keeps each queue's receive order equal to its commit order.
-    rows = dbsession.execute(
-        select(Device.pk, Device.queued)
-        .where(Device.pk.in_(by_pk))
-        .order_by(Device.pk)
-        .with_for_update()
-    ).all()
-    full = [by_pk[pk] for pk, queued in rows if queued >= max_queued]
-    if full:
+    reserved = set(
+        dbsession.scalars(
+            update(Device)
+            .where(Device.pk.in_(by_pk), Device.queued < max_queued)
+            .values(queued=Device.queued + 1)
+            .returning(Device.pk),
+            execution_options={"synchronize_session": False},
+        ).all()
+    )
+    if len(reserved) < len(by_pk):
+        full = sorted(key for pk, key in by_pk.items() if pk not in reserved)
         raise LimitReached(
             f"the queue of {len(full)} device(s) is full ({max_queued} pending copies)",
             name="queue_full",
-            full_devices=[{"user": u, "device_id": d} for u, d in sorted(full)],
+            full_devices=[{"user": u, "device_id": d} for u, d in full],
         )
-    dbsession.execute(
-        update(Device)
-        .where(Device.pk.in_(by_pk))
-        .values(queued=Device.queued + 1)
-        .execution_options(synchronize_session=False)
-    )
