@@ -129,6 +129,7 @@ def test_forwarded_address_is_trusted_only_from_configured_proxies(make_app):
 def test_redis_counts_are_shared_between_processes(make_app):
     if not redis_available():
         pytest.skip(f"no Redis at {REDIS_URL}")
+    redis.Redis.from_url(REDIS_URL).flushdb()
     first = limited_app(make_app, REDIS_URL, fetch="3/minute")
     second = limited_app(make_app, REDIS_URL, fetch="3/minute")
     alice = register(first, "alice@example.com")
