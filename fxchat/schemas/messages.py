@@ -6,7 +6,13 @@ running server's :class:`~fxchat.settings.Settings` on every request.
 
 import colander
 
-from ..crypto_suite import SUITE
+from ..crypto import (
+    ENCRYPTED_AES_KEY_LENGTH,
+    KEY_LENGTH,
+    MAC_LENGTH,
+    MIN_ENCRYPTED_MESSAGE_LENGTH,
+    SUITE,
+)
 from .types import Base64Url, QueryInt, StrictInt, StrictString, UserId, cursor, opaque_id
 
 
@@ -19,9 +25,9 @@ def ttl_range(node, kw):
 def message_size(node, kw):
     maximum = kw["settings"].max_message_bytes
     return colander.Length(
-        min=28,
+        min=MIN_ENCRYPTED_MESSAGE_LENGTH,
         max=maximum,
-        min_err="is shorter than a nonce and a tag (28 bytes)",
+        min_err=f"is shorter than a nonce and a tag ({MIN_ENCRYPTED_MESSAGE_LENGTH} bytes)",
         max_err=f"is larger than {maximum} bytes",
     )
 
@@ -45,9 +51,9 @@ def recipients_validator(node, kw):
 class Recipient(colander.MappingSchema):
     user = UserId()
     device_id = colander.SchemaNode(StrictString(), validator=opaque_id)
-    encrypted_aes_key = colander.SchemaNode(Base64Url(length=60))
-    msg_sig = colander.SchemaNode(Base64Url(length=32))
-    msg_pub_key = colander.SchemaNode(Base64Url(length=32))
+    encrypted_aes_key = colander.SchemaNode(Base64Url(length=ENCRYPTED_AES_KEY_LENGTH))
+    msg_sig = colander.SchemaNode(Base64Url(length=MAC_LENGTH))
+    msg_pub_key = colander.SchemaNode(Base64Url(length=KEY_LENGTH))
 
 
 class Recipients(colander.SequenceSchema):
@@ -86,7 +92,7 @@ class FetchSchema(colander.MappingSchema):
 
 class Ack(colander.MappingSchema):
     id = colander.SchemaNode(StrictString(), validator=opaque_id)
-    mac_key = colander.SchemaNode(Base64Url(length=32), missing=None)
+    mac_key = colander.SchemaNode(Base64Url(length=KEY_LENGTH), missing=None)
 
 
 @colander.deferred

@@ -6,6 +6,7 @@ import re
 
 import colander
 
+from ..crypto import KEY_LENGTH
 from ..encoding import CURSOR, b64decode
 
 USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._%+@-]{0,253}\Z")
@@ -90,7 +91,7 @@ class UserId(colander.SchemaNode):
 
 def PublicKey(**kw) -> colander.SchemaNode:  # noqa: N802 (reads like a node class)
     """An X25519 public key: 32 bytes, base64url without padding."""
-    return colander.SchemaNode(Base64Url(length=32), **kw)
+    return colander.SchemaNode(Base64Url(length=KEY_LENGTH), **kw)
 
 
 def DeviceName(**kw) -> colander.SchemaNode:  # noqa: N802 (reads like a node class)
