@@ -83,7 +83,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("purge_batch_size", int, 5000,
             "Rows deleted per purge transaction, so purging never holds long locks."),
     Setting("sqlite_synchronous", as_choice("full", "normal"), "full",
-            "SQLite only: ``full`` survives power loss; ``normal`` only process crashes, but is faster."),
+            "SQLite: ``full`` survives power loss; ``normal``, faster, only process crashes."),
     Setting("db_timeout", int, 5,
             "Seconds to wait for the database (connect, lock, statement) before answering 503."),
     Setting("ratelimit.enabled", as_bool, True,
@@ -104,7 +104,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cors_origins", as_list, (),
             "Origins allowed to call the API from a browser; empty: CORS off."),
     Setting("version_file", str, "",
-            "Path of a ``version.json`` served by ``/__version__``; empty: built from the package."),
+            "A ``version.json`` for ``/__version__``; empty: made from the package and git."),
 )  # fmt: skip
 
 

@@ -80,13 +80,15 @@ class LiveServer:
 
     def start(self, timeout: float = 20) -> None:
         pserve = Path(sys.executable).with_name("pserve")
-        self.process = subprocess.Popen(
-            [str(pserve), str(self.ini)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "server.err", "ab"),
-            start_new_session=True,
-        )
+        # The child keeps its own copy of the file descriptor.
+        with open(self.workdir / "server.err", "ab") as stderr:
+            self.process = subprocess.Popen(
+                [str(pserve), str(self.ini)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -18,8 +18,13 @@ configure_mappers()
 READ_ONLY = "fxchat_read_only"
 
 
-def get_engine(settings: dict, *, db_timeout: int = 5, sqlite_synchronous: str = "full",
-               prefix: str = "sqlalchemy.") -> Engine:
+def get_engine(
+    settings: dict,
+    *,
+    db_timeout: int = 5,
+    sqlite_synchronous: str = "full",
+    prefix: str = "sqlalchemy.",
+) -> Engine:
     """The engine for ``sqlalchemy.url``, tuned for each database we support."""
     url = sqlalchemy.engine.make_url(settings[prefix + "url"])
     options: dict = {"pool_pre_ping": True}
@@ -93,8 +98,9 @@ def includeme(config) -> None:
     config.include("pyramid_retry")
 
     fxchat = config.registry.fxchat
-    engine = get_engine(settings, db_timeout=fxchat.db_timeout,
-                        sqlite_synchronous=fxchat.sqlite_synchronous)
+    engine = get_engine(
+        settings, db_timeout=fxchat.db_timeout, sqlite_synchronous=fxchat.sqlite_synchronous
+    )
     session_factory = get_session_factory(engine)
     config.registry["dbsession_factory"] = session_factory
     config.registry["db_engine"] = engine
