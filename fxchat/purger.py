@@ -49,6 +49,7 @@ class Purger:
         self.interval = registry.fxchat.purge_interval
         self.pid: int | None = None
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
 
     def ensure_running(self) -> None:
         if self.interval <= 0 or self.pid == os.getpid():
@@ -59,9 +60,12 @@ class Purger:
             self.pid = os.getpid()
             threading.Thread(target=self._loop, name="fxchat-purger", daemon=True).start()
 
+    def stop(self) -> None:
+        """Ask the thread to end after its current round (for tests and shutdown)."""
+        self.stopping.set()
+
     def _loop(self) -> None:
-        while True:
-            time.sleep(self.interval)
+        while not self.stopping.wait(self.interval):
             try:
                 report = run_purge(self.registry)
                 if any(report.as_json().values()):
