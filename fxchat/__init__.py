@@ -46,7 +46,11 @@ def make_config(settings: dict) -> Configurator:
     from .views.operations import read_version
 
     config.registry["fxchat.version"] = read_version(config.registry.fxchat.version_file)
+    # Cornice translates error messages; the default locale negotiator would
+    # parse the body as a form to find a locale, and can fail doing so.
+    config.set_locale_negotiator(lambda request: None)
     config.scan(".errors")
+    config.scan(".database_errors")
     config.scan(".views")
     config.include(".openapi")
     return config

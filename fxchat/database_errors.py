@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 
+from pyramid.view import exception_view_config
 from pyramid_retry import is_last_attempt, mark_error_retryable
 from sqlalchemy import exc as sa_exc
 
-from .errors import service_unavailable
+from .errors import service_unavailable, unexpected_error_view
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +67,46 @@ def is_unavailable(error: Exception) -> bool:
     return False
 
 
+def translate(request, error: Exception) -> Exception:
+    """What to raise instead of ``error``: itself, marked for another attempt, or a 503."""
+    if is_retryable(error):
+        if not is_last_attempt(request):
+            mark_error_retryable(error)
+            return error
+        logger.warning("giving up after repeated conflicts: %s", getattr(error, "orig", error))
+        return service_unavailable("the server is busy, try again")
+    if is_unavailable(error):
+        logger.warning("database unavailable: %s", error)
+        return service_unavailable("the database is unavailable")
+    return error
+
+
 def database_errors_tween_factory(handler, registry):
+    """Errors raised when pyramid_tm commits, above the exception views."""
+
     def database_errors_tween(request):
         try:
             return handler(request)
         except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:
-            if is_retryable(error):
-                if not is_last_attempt(request):
-                    mark_error_retryable(error)
-                    raise
-                logger.warning("giving up after repeated conflicts: %s", error.orig)
-                raise service_unavailable("the server is busy, try again") from None
-            if is_unavailable(error):
-                logger.warning("database unavailable: %s", error)
-                raise service_unavailable("the database is unavailable") from None
-            raise
+            replacement = translate(request, error)
+            if replacement is error:
+                raise
+            raise replacement from None
 
     return database_errors_tween
+
+
+@exception_view_config(sa_exc.DBAPIError)
+@exception_view_config(sa_exc.TimeoutError)
+def database_error_view(error, request):
+    """Errors raised by a view's own statements, rendered below pyramid_tm.
+
+    A retryable error is marked so, and pyramid_retry discards this response
+    and runs the request again.
+    """
+    replacement = translate(request, error)
+    if replacement is error:
+        if not is_retryable(error):
+            return unexpected_error_view(error, request)
+        return service_unavailable("retrying")
+    return replacement

@@ -13,6 +13,7 @@ import json
 import logging
 
 from pyramid import httpexceptions
+from pyramid.exceptions import URLDecodeError
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
 
 from .services import ServiceError
@@ -100,7 +101,9 @@ def _is_json_error(response) -> bool:
 
 
 @notfound_view_config()
-def not_found_view(request):
+def not_found_view(exc, request):
+    if _is_json_error(exc):  # a 404 of ours, already in shape
+        return exc
     return not_found("path", f"{request.path} is not a resource of this server", "url")
 
 
@@ -133,10 +136,18 @@ def http_exception_view(exc, request):
     return response
 
 
+@exception_view_config(URLDecodeError)
+def undecodable_url_view(exc, request):
+    return json_error(400, name="url", location="url", description="the URL is not valid UTF-8")
+
+
 @exception_view_config(Exception)
 def unexpected_error_view(exc, request):
     """A bug: log it with its traceback, answer a JSON 500 without details."""
-    logger.exception("unexpected error on %s %s", request.method, request.path)
+    # PATH_INFO, not request.path: the path may be what failed to decode.
+    logger.exception(
+        "unexpected error on %s %s", request.method, request.environ.get("PATH_INFO", "")
+    )
     return json_error(500, name="server", description="internal error", location="server")
 
 

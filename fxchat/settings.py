@@ -63,7 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_devices_per_user", int, 100,
             "Most active devices one user may have."),
     Setting("max_queued_per_device", int, 10000,
-            "Most pending copies in one device's queue; a send to a full queue gets 507."),
+            "Most pending copies in one device's queue; a send to a full queue gets 409."),
     Setting("max_acks_per_request", int, 500,
             "Most ids in one POST /v1/messages/ack."),
     Setting("default_page_size", int, 100,

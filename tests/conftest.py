@@ -220,7 +220,7 @@ def bob(app):
 
 @pytest.fixture
 def carol(app):
-    return register(app, "+15551234567")
+    return register(app, "15551234567")
 
 
 @pytest.fixture

@@ -49,6 +49,14 @@ class StrictString(colander.String):
             return colander.null
         if cstruct is not colander.null and not isinstance(cstruct, str):
             raise colander.Invalid(node, "must be a string")
+        if isinstance(cstruct, str):
+            # Databases refuse NUL and lone surrogates ("\ud800" is valid JSON).
+            if "\x00" in cstruct:
+                raise colander.Invalid(node, "must not contain NUL characters")
+            try:
+                cstruct.encode("utf-8")
+            except UnicodeEncodeError:
+                raise colander.Invalid(node, "must be valid Unicode") from None
         return super().deserialize(node, cstruct)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -76,15 +76,23 @@ def purge(
     return report
 
 
-def expire_copies(dbsession: Session, *, now: int, batch_size: int) -> int:
-    """Turn pending copies past their expiry into expired receipts, freeing queue places."""
-    rows = dbsession.execute(
+def expire_copies(
+    dbsession: Session, *, now: int, batch_size: int, device_pks: Collection[int] = ()
+) -> int:
+    """Turn pending copies past their expiry into expired receipts, freeing queue places.
+
+    ``device_pks`` limits the sweep to those devices' queues.
+    """
+    query = (
         select(Copy.pk, Copy.device_pk, Copy.message_pk)
         .where(Copy.state == CopyState.PENDING, Copy.expires_at <= now)
         .order_by(Copy.expires_at)
         .limit(batch_size)
         .with_for_update(skip_locked=True)
-    ).all()
+    )
+    if device_pks:
+        query = query.where(Copy.device_pk.in_(device_pks))
+    rows = dbsession.execute(query).all()
     if not rows:
         return 0
     dbsession.execute(

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from ..models import Body, Copy, Device, IdempotencyKey, Message, User
 from ..tokens import new_id
 from . import Conflict, LimitReached, ServiceError
+from .retention import expire_copies
 
 
 class IdempotencyMismatch(ServiceError):
@@ -60,7 +61,7 @@ def send(
             return earlier
 
     device_pks = _current_recipient_devices(dbsession, sender, message["recipients"])
-    _reserve_queue_places(dbsession, device_pks, max_queued)
+    _reserve_queue_places(dbsession, device_pks, max_queued, now=now)
 
     sent = Sent(message_id=new_id(), sent_at=now, expires_at=now + ttl * 1000)
     message_pk = dbsession.scalar(
@@ -172,7 +173,7 @@ def _current_recipient_devices(
 
 
 def _reserve_queue_places(
-    dbsession: Session, device_pks: dict[tuple[str, str], int], max_queued: int
+    dbsession: Session, device_pks: dict[tuple[str, str], int], max_queued: int, *, now: int
 ) -> None:
     """Count one more pending copy for each device, or raise if a queue is full.
 
@@ -181,15 +182,13 @@ def _reserve_queue_places(
     queue aborts the whole send: the raised error rolls the update back.
     """
     by_pk = {pk: key for key, pk in device_pks.items()}
-    reserved = set(
-        dbsession.scalars(
-            update(Device)
-            .where(Device.pk.in_(by_pk), Device.queued < max_queued)
-            .values(queued=Device.queued + 1)
-            .returning(Device.pk),
-            execution_options={"synchronize_session": False},
-        ).all()
-    )
+    reserved = _count_one_more(dbsession, by_pk, max_queued)
+    if len(reserved) < len(by_pk):
+        # Expired copies no longer count (PROTOCOL.md §3.6), even before the
+        # purge has swept them: sweep the full queues now and try them again.
+        full = [pk for pk in by_pk if pk not in reserved]
+        if expire_copies(dbsession, now=now, batch_size=max_queued, device_pks=full):
+            reserved |= _count_one_more(dbsession, full, max_queued)
     if len(reserved) < len(by_pk):
         full = sorted(key for pk, key in by_pk.items() if pk not in reserved)
         raise LimitReached(
@@ -197,3 +196,16 @@ def _reserve_queue_places(
             name="queue_full",
             full_devices=[{"user": u, "device_id": d} for u, d in full],
         )
+
+
+def _count_one_more(dbsession: Session, device_pks, max_queued: int) -> set[int]:
+    """Bump the queue counters that are under the limit; the devices bumped."""
+    return set(
+        dbsession.scalars(
+            update(Device)
+            .where(Device.pk.in_(device_pks), Device.queued < max_queued)
+            .values(queued=Device.queued + 1)
+            .returning(Device.pk),
+            execution_options={"synchronize_session": False},
+        ).all()
+    )

@@ -8,6 +8,7 @@ from ..errors import json_error
 from ..ratelimit import rate_limited
 from ..schemas.accounts import AddDeviceSchema, CreateAccountSchema, RotateKeySchema
 from ..schemas.responses import DeviceListBody, KeyBody, NewDeviceBody, responses
+from ..schemas.types import OPAQUE_ID, USER_ID
 from ..security import DEVICE
 from ..services import accounts
 from . import validation
@@ -80,7 +81,7 @@ def add_device(request):
 
 @user_devices.get(
     permission=DEVICE,
-    validators=(rate_limited("keys"),),
+    validators=(rate_limited("keys"), validation.path_matches(user=USER_ID)),
     response_schemas=responses(200, DeviceListBody, "The user's active devices", (401, 404)),
 )
 def list_devices(request):
@@ -101,7 +102,11 @@ def list_devices(request):
 @device_key.put(
     schema=RotateKeySchema(),
     permission=DEVICE,
-    validators=(rate_limited("keys"), validation.body),
+    validators=(
+        rate_limited("keys"),
+        validation.path_matches(device_id=OPAQUE_ID),
+        validation.body,
+    ),
     response_schemas=responses(200, KeyBody, "The device's new key", (400, 401, 403, 404, 413)),
 )
 def rotate_key(request):
@@ -117,7 +122,7 @@ def rotate_key(request):
 
 @device.delete(
     permission=DEVICE,
-    validators=(rate_limited("keys"),),
+    validators=(rate_limited("keys"), validation.path_matches(device_id=OPAQUE_ID)),
     response_schemas=responses(204, None, "Revoked; its queue is dropped", (401, 404)),
 )
 def revoke_device(request):

@@ -6,7 +6,7 @@ from ..encoding import decode_cursor
 from ..ratelimit import rate_limited
 from ..schemas.messages import AckSchema, FetchSchema, SendSchema
 from ..schemas.responses import AckBody, PageBody, ReceiptsBody, SentBody, responses
-from ..schemas.types import IDEMPOTENCY_KEY
+from ..schemas.types import IDEMPOTENCY_KEY, OPAQUE_ID
 from ..security import DEVICE
 from ..services import inbox, receipts, sending
 from . import validation
@@ -93,7 +93,7 @@ def acknowledge(request):
 
 @message_receipts.get(
     permission=DEVICE,
-    validators=(rate_limited("fetch"),),
+    validators=(rate_limited("fetch"), validation.path_matches(id=OPAQUE_ID)),
     response_schemas=responses(200, ReceiptsBody, "One receipt per device copy", (401, 404)),
 )
 def get_receipts(request):

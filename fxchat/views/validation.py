@@ -4,6 +4,8 @@ import json
 
 from cornice.validators import colander_body_validator, colander_validator
 
+from ..errors import not_found
+
 
 def _bound(request, schema):
     # Binding clones the schema tree: do it once per schema and server.
@@ -27,6 +29,9 @@ def json_body(request) -> dict:
     except ValueError as error:  # includes bodies that are not UTF-8
         request.errors.add("body", "", f"Invalid JSON: {error}")
         return {}
+    except RecursionError:
+        request.errors.add("body", "", "Invalid JSON: nested too deeply")
+        return {}
     if not isinstance(body, dict):
         request.errors.add("body", "", "Should be a JSON object")
         return {}
@@ -41,5 +46,25 @@ def body(request, schema=None, **kwargs):
 
 def querystring(request, schema=None, **kwargs):
     """Validate the query string; its values land directly in ``request.validated``."""
+    try:
+        request.GET  # noqa: B018 (decoding it is what may fail)
+    except UnicodeDecodeError:
+        request.errors.add("querystring", "", "the query string is not valid UTF-8")
+        return
     colander_validator(request, schema=_bound(request, schema), **kwargs)
     request.validated = request.validated.get("querystring", {})
+
+
+def path_matches(**patterns):
+    """A validator answering 404 for path values that cannot name anything.
+
+    Such values (a NUL byte, say) must not reach a query: some databases
+    refuse them with an error rather than finding nothing.
+    """
+
+    def validator(request, **kwargs):
+        for name, pattern in patterns.items():
+            if not pattern.match(request.matchdict[name]):
+                raise not_found(name, f"no such {name.replace('_', ' ')}")
+
+    return validator

@@ -1,0 +1,1 @@
+"""WebTest tests of the relay's HTTP API (PROTOCOL.md §1, §3), mirroring fxchat/views."""

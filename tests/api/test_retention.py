@@ -1,0 +1,203 @@
+"""Retention (PROTOCOL.md §3.6): expiry, bodies, receipt retention, the purge and its command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import webtest
+
+from fxchat import main
+from fxchat.purger import run_purge
+
+from .. import databases
+from ..conftest import TEST_SETTINGS, register
+from .checks import DAY, START_MS, count, error_body, freeze_clock, rows, stored_counts
+
+HOUR_MS = 3_600_000
+DAY_MS = DAY * 1000
+RETENTION_MS = 7 * DAY_MS  # receipt_retention default
+
+
+def purge(app, at_ms: int) -> dict:
+    return run_purge(app.app.registry, now=at_ms).as_json()
+
+
+def receipt_statuses(device, msg_id) -> dict[str, str]:
+    answer = device.get(f"/v1/messages/{msg_id}/receipts").json
+    return {r["device_id"]: r["status"] for r in answer["receipts"]}
+
+
+def test_purge_with_nothing_to_do(app):
+    assert purge(app, START_MS) == {
+        "expired_copies": 0,
+        "deleted_messages": 0,
+        "deleted_idempotency_keys": 0,
+    }
+
+
+def test_expired_copies_become_expired_receipts(clock, app, alice, bob):
+    phone = bob.add_device()
+    msg_id = alice.send_to(bob, phone, ttl=3600)
+    bob.ack(msg_id)
+    # Before expiry the purge leaves the pending copy alone.
+    assert purge(app, START_MS + HOUR_MS - 1)["expired_copies"] == 0
+    assert count(app, "bodies") == 1
+    report = purge(app, START_MS + HOUR_MS)
+    assert report == {"expired_copies": 1, "deleted_messages": 0, "deleted_idempotency_keys": 0}
+    clock.advance(3600)
+    assert receipt_statuses(alice, msg_id) == {bob.device_id: "acked", phone.device_id: "expired"}
+    # No copy is pending any more: the body is gone, the copies lost their key fields.
+    assert stored_counts(app) == {"messages": 1, "bodies": 0, "copies": 2}
+    for copy in rows(app, "copies"):
+        assert (copy["encrypted_aes_key"], copy["msg_sig"], copy["msg_pub_key"]) == (
+            None,
+            None,
+            None,
+        )
+    assert phone.inbox() == []
+
+
+def test_purge_is_idempotent(clock, app, alice, bob):
+    alice.send_to(bob, ttl=60)
+    assert purge(app, START_MS + 10**12)["expired_copies"] == 1
+    assert purge(app, START_MS + 10**12) == {
+        "expired_copies": 0,
+        "deleted_messages": 0,
+        "deleted_idempotency_keys": 0,
+    }
+
+
+def test_expiry_frees_queue_places(make_app):
+    app = make_app(max_queued_per_device=1)
+    clock = freeze_clock(app)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    alice.send_to(bob, ttl=60)
+    clock.advance(60)
+    purge(app, START_MS + 60_000)
+    alice.send_to(bob)
+
+
+def test_messages_and_receipts_are_deleted_after_the_retention(clock, app, alice, bob):
+    msg_id = alice.send_to(bob, ttl=3600)
+    expires_at = START_MS + HOUR_MS
+    purge(app, expires_at + RETENTION_MS - 1)
+    clock.advance((HOUR_MS + RETENTION_MS - 1) / 1000)
+    assert receipt_statuses(alice, msg_id) == {bob.device_id: "expired"}
+    report = purge(app, expires_at + RETENTION_MS)
+    assert report == {"expired_copies": 0, "deleted_messages": 1, "deleted_idempotency_keys": 0}
+    assert stored_counts(app) == {"messages": 0, "bodies": 0, "copies": 0}
+    refused = alice.get(f"/v1/messages/{msg_id}/receipts", status=404)
+    assert refused.json == error_body("path", "id")
+
+
+def test_acknowledged_receipts_are_kept_until_the_retention_ends(clock, app, alice, bob):
+    msg_id = alice.send_to(bob, ttl=3600)
+    bob.ack(msg_id, mac_key=os.urandom(32))
+    assert purge(app, START_MS + HOUR_MS + RETENTION_MS - 1)["deleted_messages"] == 0
+    assert count(app, "copies") == 1
+    assert purge(app, START_MS + HOUR_MS + RETENTION_MS)["deleted_messages"] == 1
+    assert stored_counts(app) == {"messages": 0, "bodies": 0, "copies": 0}
+
+
+def test_configured_receipt_retention(make_app):
+    app = make_app(receipt_retention=60)
+    freeze_clock(app)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    alice.send_to(bob, ttl=60)
+    assert purge(app, START_MS + 119_999)["deleted_messages"] == 0
+    assert purge(app, START_MS + 120_000)["deleted_messages"] == 1
+
+
+def test_idempotency_keys_are_forgotten_after_the_window(clock, app, alice, bob):
+    body = alice.envelope(bob)
+    headers = {"Idempotency-Key": "send-1"}
+    first = alice.post("/v1/messages", body, headers=headers, status=201).json
+    assert purge(app, START_MS + DAY_MS - 1)["deleted_idempotency_keys"] == 0
+    assert count(app, "idempotency_keys") == 1
+    assert purge(app, START_MS + DAY_MS)["deleted_idempotency_keys"] == 1
+    assert count(app, "idempotency_keys") == 0
+    # The message itself stays, and the key can name a new one.
+    assert [m["id"] for m in bob.inbox()] == [first["id"]]
+    clock.advance(DAY)
+    again = alice.post("/v1/messages", body, headers=headers, status=201).json
+    assert again["id"] != first["id"]
+
+
+def test_purge_only_touches_what_is_due(clock, app, alice, bob):
+    short = alice.send_to(bob, ttl=60)
+    long = alice.send_to(bob, ttl=3600)
+    report = purge(app, START_MS + 60_000)
+    assert report["expired_copies"] == 1
+    clock.advance(60)
+    assert [m["id"] for m in bob.inbox()] == [long]
+    assert receipt_statuses(alice, short) == {bob.device_id: "expired"}
+    assert receipt_statuses(alice, long) == {bob.device_id: "pending"}
+    assert stored_counts(app) == {"messages": 2, "bodies": 1, "copies": 2}
+
+
+def test_purge_in_small_batches(make_app):
+    app = make_app(purge_batch_size=2)
+    freeze_clock(app)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    for _ in range(5):
+        alice.send_to(bob, ttl=60)
+    far = START_MS + 60_000 + RETENTION_MS
+    assert purge(app, far) == {
+        "expired_copies": 5,
+        "deleted_messages": 5,
+        "deleted_idempotency_keys": 0,
+    }
+    assert stored_counts(app) == {"messages": 0, "bodies": 0, "copies": 0}
+
+
+INI = """\
+[app:main]
+use = egg:fxchat
+sqlalchemy.url = {url}
+fxchat.purge_interval = 0
+fxchat.ratelimit.enabled = false
+"""
+
+
+def test_purge_command(tmp_path: Path):
+    url = databases.sqlite_url(tmp_path)
+    databases.migrate(url)
+    app = webtest.TestApp(main({}, **{"sqlalchemy.url": url, **TEST_SETTINGS}))
+    # Sent in 2001: long expired, and past its receipt retention, now.
+    freeze_clock(app, 1_000_000_000.0)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    alice.post(
+        "/v1/messages", alice.envelope(bob, ttl=60), headers={"Idempotency-Key": "k"}, status=201
+    )
+    app.app.registry["db_engine"].dispose()
+    ini = tmp_path / "purge.ini"
+    ini.write_text(INI.format(url=url))
+    command = Path(sys.executable).with_name("fxchat-purge")
+
+    done = subprocess.run([str(command), str(ini)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(summary) == {
+        "expired_copies",
+        "deleted_messages",
+        "deleted_idempotency_keys",
+        "seconds",
+    }
+    assert (summary["expired_copies"], summary["deleted_messages"]) == (1, 1)
+    assert isinstance(summary["seconds"], (int, float))
+    for table in ("messages", "bodies", "copies", "idempotency_keys"):
+        assert count(app, table) == 0, table
+
+    again = subprocess.run([str(command), str(ini)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (
+        summary["expired_copies"],
+        summary["deleted_messages"],
+        summary["deleted_idempotency_keys"],
+    ) == (0, 0, 0)
+    app.app.registry["db_engine"].dispose()
