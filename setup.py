@@ -27,6 +27,7 @@ requires = [
 ]
 
 tests_require = [
+    "gunicorn>=23",
     "hypothesis>=6",
     "pytest>=8",
     "pytest-cov",

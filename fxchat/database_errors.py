@@ -76,7 +76,7 @@ def translate(request, error: Exception) -> Exception:
         logger.warning("giving up after repeated conflicts: %s", getattr(error, "orig", error))
         return service_unavailable("the server is busy, try again")
     if is_unavailable(error):
-        logger.warning("database unavailable: %s", error)
+        logger.warning("database unavailable: %s", str(getattr(error, "orig", error)).strip())
         return service_unavailable("the database is unavailable")
     return error
 
@@ -87,11 +87,12 @@ def database_errors_tween_factory(handler, registry):
     def database_errors_tween(request):
         try:
             return handler(request)
-        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:
-            replacement = translate(request, error)
-            if replacement is error:
-                raise
-            raise replacement from None
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError):
+            # Raised above the excview tween (pyramid_tm's annotate_user looks
+            # up the device before any view runs): raised from here, anything
+            # would reach the WSGI server as an HTML 500. database_error_view
+            # answers, and pyramid_retry sees the error it marked retryable.
+            return request.invoke_exception_view()
 
     return database_errors_tween
 

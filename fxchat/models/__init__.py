@@ -27,7 +27,9 @@ def get_engine(
 ) -> Engine:
     """The engine for ``sqlalchemy.url``, tuned for each database we support."""
     url = sqlalchemy.engine.make_url(settings[prefix + "url"])
-    options: dict = {"pool_pre_ping": True}
+    # hide_parameters: SQL errors end up in logs, and parameters hold token
+    # hashes and message bytes.
+    options: dict = {"pool_pre_ping": True, "hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         # Python's sqlite3 module begins transactions lazily and too late for
         # us; we issue BEGIN ourselves (see _sqlite_begin).
@@ -39,6 +41,13 @@ def get_engine(
     elif url.get_backend_name() == "postgresql":
         options["connect_args"] = {
             "connect_timeout": db_timeout,
+            # A database host that vanishes without closing its connections
+            # is noticed within about db_timeout seconds, not never.
+            "keepalives": 1,
+            "keepalives_idle": db_timeout,
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "tcp_user_timeout": db_timeout * 1000,
             # A statement or lock wait that outlives this is cancelled, so a
             # request never hangs on a stuck database.
             "options": f"-c statement_timeout={db_timeout * 1000}"

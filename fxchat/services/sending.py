@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import Body, Copy, Device, IdempotencyKey, Message, User
@@ -147,17 +147,25 @@ def _current_recipient_devices(
     # FOR SHARE on the users: device changes update the user row, so they
     # wait for this send to finish, or this send waits for them and then sees
     # their result (see models.accounts.User).
-    rows = dbsession.execute(
-        select(User.user_id, Device.pk, Device.device_id)
-        .outerjoin(Device, and_(Device.user_pk == User.pk, Device.revoked_at.is_(None)))
-        .where(User.user_id.in_(user_ids))
-        .order_by(User.pk)
-        .with_for_update(of=User, read=True)
-    ).all()
+    users = dict(
+        dbsession.execute(
+            select(User.pk, User.user_id)
+            .where(User.user_id.in_(user_ids))
+            .order_by(User.pk)
+            .with_for_update(read=True)
+        ).all()
+    )
+    # A second statement, not a join in the first: under READ COMMITTED a
+    # locking statement that waited re-reads only the rows it locks, and would
+    # return the devices of its old snapshot, without the change it waited for.
     current = {
-        (user_id, device_id): device_pk
-        for user_id, device_pk, device_id in rows
-        if device_pk is not None and device_pk != sender.pk
+        (users[user_pk], device_id): device_pk
+        for device_pk, device_id, user_pk in dbsession.execute(
+            select(Device.pk, Device.device_id, Device.user_pk).where(
+                Device.user_pk.in_(users), Device.revoked_at.is_(None)
+            )
+        )
+        if device_pk != sender.pk
     }
     listed = {(r["user"], r["device_id"]) for r in recipients}
     missing = sorted(current.keys() - listed)
@@ -182,6 +190,12 @@ def _reserve_queue_places(
     queue aborts the whole send: the raised error rolls the update back.
     """
     by_pk = {pk: key for key, pk in device_pks.items()}
+    # Lock the rows in primary-key order first: the UPDATE alone locks them in
+    # whatever order its plan meets them, and two sends to overlapping devices
+    # then deadlock (PostgreSQL breaks the tie after deadlock_timeout, 1 s).
+    dbsession.execute(
+        select(Device.pk).where(Device.pk.in_(by_pk)).order_by(Device.pk).with_for_update()
+    )
     reserved = _count_one_more(dbsession, by_pk, max_queued)
     if len(reserved) < len(by_pk):
         # Expired copies no longer count (PROTOCOL.md §3.6), even before the

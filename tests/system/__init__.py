@@ -1,0 +1,1 @@
+"""System tests: real server processes, real databases, real failures."""
