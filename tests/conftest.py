@@ -12,7 +12,7 @@ from fxchat import main
 from fxchat.models import get_engine
 
 from . import databases
-from .live import LiveServer
+from .servers import ServerProcess
 
 # Rate limits and the background purger are tested on their own; elsewhere
 # they would only make tests depend on timing.
@@ -228,7 +228,7 @@ def live_server(tmp_path):
     """A real server process (pserve + waitress) on a fresh SQLite database."""
     url = databases.sqlite_url(tmp_path)
     databases.migrate(url)
-    server = LiveServer(tmp_path, url, settings={"fxchat.purge_interval": "0"})
+    server = ServerProcess(tmp_path, url, runner="pserve")
     server.start()
     yield server
     server.stop()

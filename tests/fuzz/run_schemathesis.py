@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 
 from tests import databases
-from tests.live import LiveServer
+from tests.servers import ServerProcess
 
 CHECKS = ",".join(
     [
@@ -53,17 +53,13 @@ def main(argv=None) -> int:
             url = databases.sqlite_url(workdir)
         try:
             databases.migrate(url)
-            server = LiveServer(
-                workdir,
-                url,
-                settings={"fxchat.purge_interval": "0", "fxchat.ratelimit.enabled": "false"},
-            )
+            server = ServerProcess(workdir, url, runner="pserve")
             server.start()
             try:
                 return fuzz(server, args)
             finally:
                 server.stop()
-                for line in (workdir / "server.log").read_text().splitlines():
+                for line in server.log.read_text().splitlines():
                     if '"level": "ERROR"' in line:
                         print("server error:", line[:2000], file=sys.stderr)
         finally:
@@ -71,7 +67,7 @@ def main(argv=None) -> int:
                 databases.drop_postgresql_database(url)
 
 
-def fuzz(server: LiveServer, args) -> int:
+def fuzz(server: ServerProcess, args) -> int:
     device = requests.post(
         f"{server.url}/v1/accounts",
         timeout=10,

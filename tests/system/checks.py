@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from fxchat.models import Body, Copy, CopyState, Device, Message, User
 
+from ..servers import ServerProcess, describe, unexpected_log_records
 from .devices import Exchanges
-from .servers import ServerProcess, describe, unexpected_log_records
 
 
 def assert_clean_logs(

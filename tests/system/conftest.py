@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from .. import databases
+from ..servers import ServerProcess, postgresql_database
 from .devices import Exchanges
-from .servers import ServerProcess, postgresql_database
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from ..servers import ServerProcess, postgresql_database, read_log
 from .checks import (
     assert_clean_logs,
     assert_no_server_errors,
@@ -27,7 +28,6 @@ from .checks import (
 )
 from .concurrency import run_concurrently
 from .devices import Envelope, HttpDevice, envelope, register, unb64
-from .servers import ServerProcess, postgresql_database, read_log
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from ..databases import ROOT
+from ..servers import BIN, ServerProcess
 from .checks import assert_clean_logs, assert_no_server_errors
 from .devices import envelope, register
-from .servers import BIN, ServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Real fxchat server processes for the system tests, and the fresh databases they use.
+"""Real fxchat server processes for end-to-end and system tests, and their fresh databases.
 
 A :class:`ServerProcess` writes an ini file for its database, starts the
 server in its own process group (so that one signal reaches the arbiter and
@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from .. import databases
-from ..databases import ROOT
+from . import databases
+from .databases import ROOT
 
 BIN = Path(sys.executable).parent
 

@@ -1,0 +1,149 @@
+"""The benchmark suite cannot rot: every scenario runs for a few requests.
+
+Nothing here is timed or compared with a target; the tests check that the
+bench code still drives the real server (gunicorn + wrk), that every
+request of every scenario succeeded, that bulk loads keep the schema's
+invariants, and that the report can be written. ``make bench`` (bench/) has
+the real runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import driver, profiling, report, summary
+from bench.servers import BIN, WorkerModel
+
+pytestmark = pytest.mark.slow
+
+# CI sets this after `bash bench/setup.sh`, so that missing tools fail there.
+REQUIRED = os.environ.get("FXCHAT_REQUIRE_BENCH") == "1"
+
+
+def _missing_tools() -> list[str]:
+    missing = [] if shutil.which("wrk") else ["wrk"]
+    if not (BIN / "gunicorn").exists():
+        missing.append("gunicorn")
+    return missing
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    missing = _missing_tools()
+    if missing:
+        message = f"benchmark tools missing: {', '.join(missing)} (bash bench/setup.sh)"
+        if REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    raw = tmp_path_factory.mktemp("bench-raw")
+    # Two small workers are enough to exercise the multi-process server.
+    model = WorkerModel(workers=2, threads=2, source="smoke test")
+    return driver.run(
+        driver.SMOKE,
+        databases=("sqlite", "postgresql"),
+        output=None,
+        raw_root=raw,
+        model=model,
+        crypto=True,
+    )
+
+
+def _all_succeeded(run: dict, status: int) -> None:
+    assert run["requests"] > 0
+    assert run["statuses"] == {str(status): run["requests"]}, run["statuses"]
+    assert not any(run["errors"].values()), run["errors"]
+
+
+def test_baseline_answers(smoke_results):
+    for point in smoke_results["baseline"]["points"]:
+        _all_succeeded(point, 200)
+    assert smoke_results["machine"]["cpu_count"] >= 1
+    assert smoke_results["machine"]["versions"]["pyramid"]
+
+
+def _databases(smoke_results):
+    databases = smoke_results["databases"]
+    assert "sqlite" in databases
+    if "postgresql" not in databases:
+        assert "postgresql" in smoke_results["skipped"]
+    return databases.items()
+
+
+def test_sends_of_every_scenario_succeed(smoke_results):
+    for _kind, db in _databases(smoke_results):
+        for point in db["send"]["points"]:
+            _all_succeeded(point, 201)
+        _all_succeeded(db["send_4_devices"], 201)
+        for point in db["fanout"]["points"]:
+            _all_succeeded(point, 201)
+            assert point["bytes_grown"]["copies"] > 0
+        _all_succeeded(db["noop"], 200)
+
+
+def test_drain_empties_every_queue(smoke_results):
+    for _kind, db in _databases(smoke_results):
+        drain = db["drain"]
+        _all_succeeded(drain, 200)
+        assert drain["complete"], drain["counters"]
+        assert drain["acked"] == drain["loaded"]["copies"]
+
+
+def test_flat_cost_and_purge(smoke_results):
+    for _kind, db in _databases(smoke_results):
+        for case in ("small", "large"):
+            _all_succeeded(db["flat"][case]["fetch"], 200)
+            _all_succeeded(db["flat"][case]["send"], 201)
+            # Every fetch returned the reader's full first page.
+            fetch = db["flat"][case]["fetch"]
+            assert fetch["counters"]["messages"] == 100 * fetch["requests"]
+        purge = db["purge"]
+        assert purge["report"]["finished"], purge["report"]
+        assert purge["report"]["expired_copies"] >= purge["loaded"]["copies"]
+        _all_succeeded(purge["send_during_purge"], 201)
+        assert db["invariants_after_purge"]["devices_with_wrong_queued"] == 0
+        assert db["invariants_after_purge"]["pending_messages_without_body"] == 0
+
+
+def test_send_path_statements_are_counted(smoke_results):
+    for _kind, db in _databases(smoke_results):
+        count = db["profile"]["statement_count"]
+        assert count["statements_per_send"] >= 5
+        assert count["commits_per_send"] == 1
+
+
+def test_crypto_figures(smoke_results):
+    crypto = smoke_results["crypto"]
+    assert crypto["encrypt_1_device_per_s"] > crypto["encrypt_100_devices_per_s"] > 0
+    assert crypto["x25519_generate_plus_exchange_us"] > 0
+
+
+def test_table_and_report(smoke_results, tmp_path):
+    table = summary.text_table(smoke_results)
+    assert "send 1 KiB to 1 device, c1" in table
+    assert all(
+        v.met is not None for v in summary.verdicts(smoke_results) if v.figure.startswith("send")
+    )
+    pytest.importorskip("matplotlib")
+    written = report.write(smoke_results, tmp_path)
+    page = (tmp_path / "performance.rst").read_text()
+    assert report.CONCURRENCY_PNG in page and "How to reproduce" in page
+    assert all(path.exists() for path in written)
+
+
+def test_profile_summary_assigns_layers(tmp_path: Path):
+    raw = tmp_path / "stacks.txt"
+    raw.write_text(
+        "handle_request (gunicorn/workers/gthread.py:1);send (fxchat/views/messages.py:2);"
+        "DefaultDialect.do_execute (sqlalchemy/engine/default.py:3) 3\n"
+        "handle_request (gunicorn/workers/gthread.py:1);loads (json/__init__.py:4) 1\n"
+        "Arbiter.run (gunicorn/arbiter.py:5) 7\n"
+    )
+    profile = profiling.summarize(raw)
+    assert profile["samples"] == 4  # the arbiter is not on the request path
+    layers = {x["name"]: x["share"] for x in profile["layers"]}
+    assert layers["database calls (driver, round trips, lock and fsync waits)"] == 0.75
+    assert layers["JSON parse and render"] == 0.25
