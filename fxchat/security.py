@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pyramid.request import RequestLocalCache
 from pyramid.security import Allowed, Denied
 
 from .services.accounts import authenticate
@@ -21,11 +22,22 @@ def bearer_token(request) -> str | None:
 class BearerTokenSecurityPolicy:
     """Identity is the active device whose token hash matches the bearer token."""
 
+    def __init__(self):
+        # Pyramid asks for the identity several times a request (permission,
+        # view, logging): look the token up once.
+        self.identity_cache = RequestLocalCache(self._load_identity)
+
     def identity(self, request):
+        return self.identity_cache.get_or_create(request)
+
+    def _load_identity(self, request):
         token = bearer_token(request)
         if token is None:
             return None
-        return authenticate(request.dbsession, token)
+        device = authenticate(request.dbsession, token)
+        if device is not None:
+            request.environ["fxchat.device_id"] = device.device_id
+        return device
 
     def authenticated_userid(self, request):
         device = request.identity

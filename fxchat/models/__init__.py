@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import sqlalchemy
 import zope.sqlalchemy
-from sqlalchemy import engine_from_config, event
+from sqlalchemy import engine_from_config
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
+from . import sqlite
 from .accounts import Device, User  # noqa: F401
 from .messages import Body, Copy, CopyState, IdempotencyKey, Message  # noqa: F401
 from .meta import Base  # noqa: F401
+from .sqlite import READ_ONLY
 
 configure_mappers()
-
-# The execution option that marks a connection used only for reading.
-READ_ONLY = "fxchat_read_only"
 
 
 def get_engine(
@@ -56,31 +55,8 @@ def get_engine(
         options["pool_timeout"] = db_timeout
     engine = engine_from_config(settings, prefix, **options)
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine, sqlite_synchronous)
+        sqlite.configure(engine, sqlite_synchronous)
     return engine
-
-
-def _configure_sqlite(engine: Engine, synchronous: str) -> None:
-    @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection, _record):
-        cursor = dbapi_connection.cursor()
-        if engine.url.database not in (None, "", ":memory:"):
-            cursor.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk before the client hears 201. NORMAL
-            # keeps that promise against process crashes, not power loss.
-            cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _sqlite_begin(connection):
-        # Writers take the write lock up front: a transaction that read first
-        # and upgraded later could fail with SQLITE_BUSY_SNAPSHOT instead of
-        # waiting. Readers keep a plain deferred BEGIN and never block writers.
-        if connection.get_execution_options().get(READ_ONLY):
-            connection.exec_driver_sql("BEGIN")
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def get_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -95,7 +71,13 @@ def get_tm_session(
     if read_only:
         options["bind"] = session_factory.kw["bind"].execution_options(**{READ_ONLY: True})
     dbsession = session_factory(**options)
-    zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
+    # A writing session always commits with its transaction: statements on
+    # tables (the hot paths) would not tell zope.sqlalchemy that they wrote.
+    zope.sqlalchemy.register(
+        dbsession,
+        transaction_manager=transaction_manager,
+        initial_state="active" if read_only else "changed",
+    )
     return dbsession
 
 
@@ -103,6 +85,9 @@ def includeme(config) -> None:
     """Adds ``request.dbsession``: one session per request, one transaction."""
     settings = config.get_settings()
     settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
+    # pyramid_tm would look up the device to note it on the transaction; the
+    # access log says who made each request already.
+    settings.setdefault("tm.annotate_user", False)
     config.include("pyramid_tm")
     config.include("pyramid_retry")
 

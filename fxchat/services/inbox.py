@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from ..encoding import b64encode, encode_cursor
 from ..models import Body, Copy, CopyState, Device, Message
+from .accounts import Caller
 from .retention import drop_unneeded_bodies
 
 
@@ -22,7 +23,7 @@ class Page:
 
 
 def fetch(
-    dbsession: Session, device: Device, *, now: int, limit: int, after: int | None = None
+    dbsession: Session, device: Caller, *, now: int, limit: int, after: int | None = None
 ) -> Page:
     """The device's unacknowledged, unexpired copies, oldest first.
 
@@ -80,7 +81,7 @@ class AckResult:
         return {"acked": self.acked, "unknown": self.unknown}
 
 
-def acknowledge(dbsession: Session, device: Device, acks: list[dict], *, now: int) -> AckResult:
+def acknowledge(dbsession: Session, device: Caller, acks: list[dict], *, now: int) -> AckResult:
     """Take acknowledged copies out of the device's queue, keeping disclosed mac_keys.
 
     Touches only the calling device's copies; ids not pending in its queue

@@ -8,9 +8,10 @@ from sqlalchemy.orm import Session
 from ..encoding import b64encode
 from ..models import Copy, CopyState, Device, Message, User
 from . import NotFound
+from .accounts import Caller
 
 
-def receipts(dbsession: Session, device: Device, message_id: str, *, now: int) -> dict:
+def receipts(dbsession: Session, device: Caller, message_id: str, *, now: int) -> dict:
     """Receipts of one message; only devices of the sending user may read them."""
     message = dbsession.scalar(select(Message).where(Message.message_id == message_id))
     # Anyone but the sending user gets the same 404 as for an unknown id.

@@ -5,13 +5,23 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import Body, Copy, Device, IdempotencyKey, Message, User
 from ..tokens import new_id
 from . import Conflict, LimitReached, ServiceError
+from .accounts import Caller
 from .retention import expire_copies
+
+# The hot path writes through the tables: the ORM's bulk machinery costs more
+# than the statements themselves here.
+MESSAGES, BODIES, COPIES, DEVICES = (
+    Message.__table__,
+    Body.__table__,
+    Copy.__table__,
+    Device.__table__,
+)
 
 
 class IdempotencyMismatch(ServiceError):
@@ -37,7 +47,7 @@ def request_fingerprint(body: bytes) -> bytes:
 
 def send(
     dbsession: Session,
-    sender: Device,
+    sender: Caller,
     message: dict,
     *,
     now: int,
@@ -65,11 +75,11 @@ def send(
 
     sent = Sent(message_id=new_id(), sent_at=now, expires_at=now + ttl * 1000)
     message_pk = dbsession.scalar(
-        insert(Message).returning(Message.pk),
+        insert(MESSAGES).returning(MESSAGES.c.pk),
         {
             "message_id": sent.message_id,
             "sender_user_pk": sender.user_pk,
-            "sender_user": sender.user.user_id,
+            "sender_user": sender.user_id,
             "sender_device_id": sender.device_id,
             "suite": message["suite"],
             "sent_at": now,
@@ -77,10 +87,11 @@ def send(
         },
     )
     dbsession.execute(
-        insert(Body), {"message_pk": message_pk, "encrypted_message": message["encrypted_message"]}
+        insert(BODIES),
+        {"message_pk": message_pk, "encrypted_message": message["encrypted_message"]},
     )
     dbsession.execute(
-        insert(Copy),
+        insert(COPIES),
         [
             {
                 "message_pk": message_pk,
@@ -111,7 +122,7 @@ def send(
 
 
 def _earlier_send(
-    dbsession: Session, sender: Device, key: str, fingerprint: bytes, *, now: int, window_ms: int
+    dbsession: Session, sender: Caller, key: str, fingerprint: bytes, *, now: int, window_ms: int
 ) -> Sent | None:
     row = dbsession.execute(
         select(
@@ -139,31 +150,34 @@ def _earlier_send(
     return Sent(message_id=row.message_id, sent_at=row.sent_at, expires_at=row.expires_at)
 
 
+# Statements of the hot path, built once.
+_LOCK_USERS = (
+    select(User.pk, User.user_id)
+    .where(User.user_id.in_(bindparam("user_ids", expanding=True)))
+    .order_by(User.pk)
+    .with_for_update(read=True)
+)
+_ACTIVE_DEVICES = select(Device.pk, Device.device_id, Device.user_pk).where(
+    Device.user_pk.in_(bindparam("user_pks", expanding=True)), Device.revoked_at.is_(None)
+)
+
+
 def _current_recipient_devices(
-    dbsession: Session, sender: Device, recipients: list[dict]
+    dbsession: Session, sender: Caller, recipients: list[dict]
 ) -> dict[tuple[str, str], int]:
     """Map each listed (user, device_id) to its device, or raise 409 naming the differences."""
     user_ids = sorted({r["user"] for r in recipients})
     # FOR SHARE on the users: device changes update the user row, so they
     # wait for this send to finish, or this send waits for them and then sees
     # their result (see models.accounts.User).
-    users = dict(
-        dbsession.execute(
-            select(User.pk, User.user_id)
-            .where(User.user_id.in_(user_ids))
-            .order_by(User.pk)
-            .with_for_update(read=True)
-        ).all()
-    )
+    users = dict(dbsession.execute(_LOCK_USERS, {"user_ids": user_ids}).all())
     # A second statement, not a join in the first: under READ COMMITTED a
     # locking statement that waited re-reads only the rows it locks, and would
     # return the devices of its old snapshot, without the change it waited for.
     current = {
         (users[user_pk], device_id): device_pk
         for device_pk, device_id, user_pk in dbsession.execute(
-            select(Device.pk, Device.device_id, Device.user_pk).where(
-                Device.user_pk.in_(users), Device.revoked_at.is_(None)
-            )
+            _ACTIVE_DEVICES, {"user_pks": list(users)}
         )
         if device_pk != sender.pk
     }
@@ -193,9 +207,11 @@ def _reserve_queue_places(
     # Lock the rows in primary-key order first: the UPDATE alone locks them in
     # whatever order its plan meets them, and two sends to overlapping devices
     # then deadlock (PostgreSQL breaks the tie after deadlock_timeout, 1 s).
-    dbsession.execute(
-        select(Device.pk).where(Device.pk.in_(by_pk)).order_by(Device.pk).with_for_update()
-    )
+    # One row can't deadlock, and SQLite has no row locks (one writer at a time).
+    if len(by_pk) > 1 and dbsession.get_bind().dialect.name != "sqlite":
+        dbsession.execute(
+            select(Device.pk).where(Device.pk.in_(by_pk)).order_by(Device.pk).with_for_update()
+        )
     reserved = _count_one_more(dbsession, by_pk, max_queued)
     if len(reserved) < len(by_pk):
         # Expired copies no longer count (PROTOCOL.md §3.6), even before the
@@ -216,10 +232,9 @@ def _count_one_more(dbsession: Session, device_pks, max_queued: int) -> set[int]
     """Bump the queue counters that are under the limit; the devices bumped."""
     return set(
         dbsession.scalars(
-            update(Device)
-            .where(Device.pk.in_(device_pks), Device.queued < max_queued)
-            .values(queued=Device.queued + 1)
-            .returning(Device.pk),
-            execution_options={"synchronize_session": False},
+            update(DEVICES)
+            .where(DEVICES.c.pk.in_(device_pks), DEVICES.c.queued < max_queued)
+            .values(queued=DEVICES.c.queued + 1)
+            .returning(DEVICES.c.pk)
         ).all()
     )
