@@ -30,12 +30,25 @@ fuzz: install
 	$(BIN)/python -m tests.fuzz.run_schemathesis --examples $(FUZZ_EXAMPLES) --database $(FUZZ_DATABASE)
 
 lint: install
-	$(BIN)/ruff check fxchat tests migrations
-	$(BIN)/ruff format --check fxchat tests migrations
+	$(BIN)/ruff check fxchat tests migrations bench
+	$(BIN)/ruff format --check fxchat tests migrations bench
 
 format: install
-	$(BIN)/ruff format fxchat tests migrations
-	$(BIN)/ruff check --fix fxchat tests migrations
+	$(BIN)/ruff format fxchat tests migrations bench
+	$(BIN)/ruff check --fix fxchat tests migrations bench
+
+# Benchmarks (docs/performance.rst): wrk and the bench's Python packages first.
+BENCH_INSTALLED = $(VENV)/.bench-installed
+
+$(BENCH_INSTALLED): $(INSTALLED) bench/requirements.txt bench/setup.sh
+	bash bench/setup.sh $(BIN)/pip
+	touch $@
+
+bench: $(BENCH_INSTALLED)
+	$(BIN)/python -m bench run
+
+bench-report: $(BENCH_INSTALLED)
+	$(BIN)/python -m bench report
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis .ruff_cache fxchat.sqlite*

@@ -1,0 +1,200 @@
+"""What machine the figures were measured on, and who used its CPUs meanwhile."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PACKAGES = (
+    "fxchat",
+    "pyramid",
+    "cornice",
+    "colander",
+    "SQLAlchemy",
+    "psycopg",
+    "gunicorn",
+    "WebOb",
+    "pyramid_tm",
+    "zope.sqlalchemy",
+    "cryptography",
+    "matplotlib",
+)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def memory_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def tool_version(command: list[str]) -> str:
+    if shutil.which(command[0]) is None:
+        return "not installed"
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return ((out.stdout or out.stderr).strip().splitlines() or ["unknown"])[0]
+
+
+def code_version(root: Path) -> dict:
+    """The commit measured, and the files of fxchat/ that differ from it."""
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out.stdout.strip()
+
+    changed = [
+        line.split(maxsplit=1)[1]
+        for line in git("status", "--porcelain", "--", "fxchat").splitlines()
+        if line.strip()
+    ]
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
+        "uncommitted_fxchat_files": changed,
+    }
+
+
+def describe() -> dict:
+    """CPU count and model, memory, OS, and the versions of everything measured."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    try:
+        from cryptography.hazmat.backends.openssl.backend import backend
+
+        versions["openssl"] = backend.openssl_version_text()
+    except Exception:  # only informative
+        versions["openssl"] = "unknown"
+    versions["wrk"] = tool_version(["wrk", "-v"])
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gib": memory_gib(),
+        "os": f"{platform.system()} {platform.release()}",
+        "distribution": _os_release(),
+        "python_executable": sys.executable,
+        "versions": versions,
+        "loadavg_at_start": load_average(),
+    }
+
+
+def _os_release() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return "unknown"
+
+
+def load_average() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def _busy_ticks() -> int:
+    """All CPUs' busy time since boot, in clock ticks (not idle, not iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq + steal
+
+
+def _process_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    # utime, stime, cutime, cstime: fields 14-17 of stat(5), here 11-14.
+    return sum(int(x) for x in fields[11:15])
+
+
+def _tree(pid: int) -> list[int]:
+    pids, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        pids.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            children = []
+        queue.extend(int(child) for child in children)
+    return pids
+
+
+def _postgres_ticks() -> dict[int, int]:
+    ticks = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    ticks[int(entry.name)] = _process_ticks(int(entry.name))
+            except OSError:
+                continue
+    return ticks
+
+
+class CpuMeter:
+    """CPU used during a run: by the server's processes, and by the whole machine.
+
+    ``other_cores`` (machine minus server minus load generator) tells whether
+    something else competed for the CPUs during the run.
+    """
+
+    def __init__(self, server_pid: int | None):
+        self.server_pid = server_pid
+        self.pids = _tree(server_pid) if server_pid else []
+        self.start_busy = _busy_ticks()
+        self.start_server = sum(_process_ticks(pid) for pid in self.pids)
+        self.start_postgres = _postgres_ticks()
+        self.started = os.times().elapsed
+
+    def stop(self, load_generator_cpu_s: float = 0.0) -> dict:
+        elapsed = os.times().elapsed - self.started
+        pids = set(self.pids) | set(_tree(self.server_pid) if self.server_pid else [])
+        server = (sum(_process_ticks(pid) for pid in pids) - self.start_server) / CLOCK_TICKS
+        busy = (_busy_ticks() - self.start_busy) / CLOCK_TICKS
+        postgres = (
+            sum(ticks - self.start_postgres.get(pid, 0) for pid, ticks in _postgres_ticks().items())
+            / CLOCK_TICKS
+        )
+        if elapsed <= 0:
+            return {}
+        other = busy - server - postgres - load_generator_cpu_s
+        return {
+            "server_cores": round(server / elapsed, 2),
+            "postgresql_cores": round(postgres / elapsed, 2),
+            "load_generator_cores": round(load_generator_cpu_s / elapsed, 2),
+            "other_cores": round(max(0.0, other) / elapsed, 2),
+        }

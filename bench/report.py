@@ -1,0 +1,662 @@
+"""``python -m bench report``: docs/performance.rst and its plots from a results JSON.
+
+The page is generated, never edited by hand: the figures, the verdicts and
+the profile come from the results file; the explanations are written here
+once and filled in with the measured numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .summary import DATABASE_NAMES, figures, verdicts
+
+CONCURRENCY_PNG = "performance-concurrency.png"
+PROFILE_PNG = "performance-profile.png"
+
+
+def _date(stamp: str) -> str:
+    """20261125T033130Z -> 2026-11-25 03:31 UTC"""
+    return f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[9:11]}:{stamp[11:13]} UTC"
+
+
+def _code_line(results: dict) -> str:
+    code = results.get("code")
+    if not code:
+        return "Code measured: not recorded by this run."
+    changed = code.get("uncommitted_fxchat_files") or []
+    line = f"Code measured: commit ``{code['commit']}``" + (
+        f", with uncommitted changes to {', '.join(f'``{f}``' for f in changed)}."
+        if changed
+        else "."
+    )
+    if code.get("changed_during_run"):
+        line += " **fxchat/ changed during the run**: figures may mix code versions."
+    return line
+
+
+def machine_line(results: dict) -> str:
+    m = results["machine"]
+    return (
+        f"{m['cpu_count']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
+        f"{m['distribution']}, Python {m['versions']['python']}; server: "
+        f"{results['worker_model']['description']}"
+    )
+
+
+# -- plots --------------------------------------------------------------------
+
+
+def plot_concurrency(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rate_ax, p99_ax) = plt.subplots(1, 2, figsize=(11, 4.4))
+    series = [("bare Pyramid view (req/s)", results["baseline"]["points"], 200, "k", "--")]
+    colours = {"sqlite": "tab:blue", "postgresql": "tab:orange"}
+    for kind, db in results["databases"].items():
+        if "send" in db:
+            series.append(
+                (
+                    f"send, {DATABASE_NAMES.get(kind, kind)} (msg/s)",
+                    db["send"]["points"],
+                    201,
+                    colours.get(kind, "tab:green"),
+                    "-",
+                )
+            )
+    for label, points, status, colour, style in series:
+        xs = [p["concurrency"] for p in points]
+        rates = [p["statuses"].get(str(status), 0) / p["duration_s"] for p in points]
+        p99s = [p["latency_ms"]["p99"] for p in points]
+        rate_ax.plot(xs, rates, style, marker="o", color=colour, label=label)
+        p99_ax.plot(xs, p99s, style, marker="o", color=colour, label=label.split(" (")[0])
+    rate_ax.axhline(
+        1000, color="tab:red", linewidth=0.8, linestyle=":", label="target at c8: 1,000 msg/s"
+    )
+    p99_ax.axhline(
+        20, color="tab:red", linewidth=0.8, linestyle=":", label="target at c1: p99 20 ms"
+    )
+    for ax in (rate_ax, p99_ax):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks([p["concurrency"] for p in results["baseline"]["points"]])
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("concurrent connections (wrk)")
+        ax.grid(True, which="both", linewidth=0.3)
+        ax.legend(fontsize=8)
+    rate_ax.set_ylabel("throughput per second")
+    rate_ax.set_title("Throughput")
+    p99_ax.set_ylabel("p99 latency (ms)")
+    p99_ax.set_title("p99 latency")
+    fig.suptitle(
+        f"fxchat send (1 KiB, 1 device) vs bare Pyramid view\n{machine_line(results)}", fontsize=8
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_profile(results: dict, path: Path) -> bool:
+    profiles = {
+        kind: db["profile"]
+        for kind, db in results["databases"].items()
+        if db.get("profile", {}).get("layers")
+    }
+    if not profiles:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for profile in profiles.values():
+        for layer in profile["layers"]:
+            if layer["name"] not in names:
+                names.append(layer["name"])
+    fig, ax = plt.subplots(figsize=(11, 2.2 + 0.5 * len(profiles)))
+    colours = plt.get_cmap("tab10")
+    labels = [DATABASE_NAMES.get(kind, kind) for kind in profiles]
+    lefts = [0.0] * len(profiles)
+    for i, name in enumerate(names):
+        widths = [
+            100 * next((x["share"] for x in p["layers"] if x["name"] == name), 0.0)
+            for p in profiles.values()
+        ]
+        ax.barh(labels, widths, left=lefts, color=colours(i % 10), label=name)
+        for row, (left, width) in enumerate(zip(lefts, widths, strict=True)):
+            if width >= 6:
+                ax.text(
+                    left + width / 2,
+                    row,
+                    f"{width:.0f}%",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white",
+                )
+        lefts = [left + width for left, width in zip(lefts, widths, strict=True)]
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of the request thread's samples (py-spy), one send at a time")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
+    ax.set_title(f"Where the send path's time goes\n{machine_line(results)}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# -- reStructuredText -----------------------------------------------------------
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """A list-table, so that long cells need no column alignment."""
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [headers, *rows]:
+        for i, cell in enumerate(row):
+            lines.append(("   * - " if i == 0 else "     - ") + (str(cell) or " "))
+    return "\n".join(lines)
+
+
+def _heading(text: str, char: str) -> str:
+    return f"{text}\n{char * len(text)}"
+
+
+def _missed_by(v) -> str:
+    if v.met is None or v.measured is None:
+        return ""
+    target = float(v.target.split()[1].rstrip("x").replace(",", ""))
+    if v.met:
+        return ""
+    if v.target.startswith(">="):
+        return f"at {v.measured / target:.0%} of the target ({target / v.measured:.1f}x short)"
+    return f"{v.measured / target:.1f}x the limit"
+
+
+def _db(results: dict, kind: str) -> dict:
+    return results["databases"].get(kind, {})
+
+
+def _point(points, concurrency):
+    return next((p for p in points if p["concurrency"] == concurrency), None)
+
+
+def _cpu_ms(summary: dict, status: int) -> str:
+    """Server (and PostgreSQL) CPU milliseconds per successful request."""
+    rate = summary["statuses"].get(str(status), 0) / summary["duration_s"]
+    cpu = summary.get("cpu", {})
+    if not rate or not cpu:
+        return "?"
+    server = 1000 * cpu.get("server_cores", 0) / rate
+    database = 1000 * cpu.get("postgresql_cores", 0) / rate
+    return f"{server:.2f} ms in the workers" + (
+        f" + {database:.2f} ms in PostgreSQL" if database >= 0.05 else ""
+    )
+
+
+def _worker_ms(summary: dict | None, status: int) -> float | None:
+    """Milliseconds of the workers' CPU per successful request."""
+    if not summary:
+        return None
+    rate = summary["statuses"].get(str(status), 0) / summary["duration_s"]
+    cores = summary.get("cpu", {}).get("server_cores")
+    return 1000 * cores / rate if rate and cores else None
+
+
+def _ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f} ms"
+
+
+def explanations(results: dict) -> str:
+    """What limits each figure, with the numbers of this run."""
+    out = []
+    bare8 = _point(results["baseline"]["points"], 8)
+    bare_ms = _worker_ms(bare8, 200)
+    cores = results["machine"]["cpu_count"]
+    for kind, db in results["databases"].items():
+        name = DATABASE_NAMES.get(kind, kind)
+        send = db.get("send", {}).get("points", [])
+        c1, c8 = _point(send, 1), _point(send, 8)
+        statements = db.get("profile", {}).get("statement_count", {})
+        lines = [_heading(f"Send rate and latency on {name}", "~"), ""]
+        if c1 and c8:
+            c1_ms, c8_ms = _worker_ms(c1, 201), _worker_ms(c8, 201)
+            noop_ms = _worker_ms(db.get("noop"), 200)
+            target = 0.35 * bare8["requests_per_s"] if bare8 else None
+            lines.append(
+                f"**CPU in the workers is the limit.** At concurrency 1 a send takes "
+                f"{c1['latency_ms']['p50']:.1f} ms (p50) and costs {_ms(c1_ms)} of the workers' "
+                f"CPU, so nearly all of its latency is Python running, not waiting. The bare "
+                f"view costs {_ms(bare_ms)} per request and fxchat's no-op endpoint "
+                f"(``/__lbheartbeat__``: middleware, tweens, transaction manager, no SQL) "
+                f"{_ms(noop_ms)}: the send path itself is the cost. At concurrency 8 the "
+                f"workers use {c8['cpu']['server_cores']:.2f} of the {cores} cores "
+                f"({_ms(c8_ms)} per send; other processes on the machine used "
+                f"{c8['cpu'].get('other_cores', 0):.2f} cores meanwhile)"
+                + (
+                    f" and PostgreSQL {c8['cpu']['postgresql_cores']:.2f}"
+                    if kind == "postgresql"
+                    else ""
+                )
+                + f". 1,000 msg/s would need about {1000 * cores * 0.8 / 1000:.1f} ms of "
+                f"CPU per send at most (leaving a fifth of the machine to wrk, the kernel "
+                f"and the database)"
+                + (
+                    f", and 0.35 of the bare view ({target:,.0f} msg/s) about "
+                    f"{0.8 * cores * 1000 / target:.2f} ms."
+                    if target
+                    else "."
+                )
+            )
+            lines.append("")
+            lines.append(
+                f"Each send runs {statements.get('statements_per_send', '?')} SQL statements "
+                f"and {statements.get('commits_per_send', '?')} commit, plus the pool's "
+                f"pre-ping; each goes through the ORM session (statement construction, "
+                f"cache-key generation, compilation lookup, result processing), which costs "
+                f"several times the driver call itself. The profile below gives the shares."
+            )
+            lines.append("")
+            for x in [x for x in statements.get("statements", []) if x["per_send"] > 1]:
+                lines.append(
+                    f"The same statement runs {x['per_send']:g} times per send: "
+                    f"``{x['sql']}…``. "
+                    + (
+                        "It is the authentication query: Pyramid asks the security policy "
+                        "for the request's identity for the permission check, the rate "
+                        "limiter, ``authenticated_userid`` (pyramid_tm notes the user on the "
+                        "transaction) and the view, and ``BearerTokenSecurityPolicy.identity`` "
+                        "does not remember it; it also loads a full ORM ``Device`` with its "
+                        "``User`` joined each time."
+                        if x["sql"].startswith("SELECT devices.pk")
+                        else ""
+                    )
+                )
+                lines.append("")
+        if kind == "sqlite" and c8:
+            sync = results.get("fxchat_settings", {}).get("sqlite_synchronous", "full")
+            polling = c8["latency_ms"]["p99"] > 10 * c8["latency_ms"]["p50"]
+            lines.append(
+                f"**SQLite runs the sends one at a time.** A writing request issues ``BEGIN "
+                f"IMMEDIATE`` on its first statement, which is the authentication query, so "
+                f"almost all of a send's CPU work runs while it holds the database's only "
+                f"write lock: the {results['worker_model']['workers']} workers cannot overlap "
+                f"their sends, the workers use about one core whatever the concurrency, and "
+                f"the rate stays near 1 / (CPU per send). "
+                + (
+                    f"A connection waiting for the lock polls it with sqlite3's busy handler, "
+                    f"which sleeps in growing steps (up to 100 ms) instead of being woken when "
+                    f"the lock is free: hence p99 of {c8['latency_ms']['p99']:,.0f} ms at "
+                    f"concurrency 8 while p50 is {c8['latency_ms']['p50']:.0f} ms."
+                    if polling
+                    else f"Waiting writers queue in order (p99 "
+                    f"{c8['latency_ms']['p99']:,.0f} ms against p50 "
+                    f"{c8['latency_ms']['p50']:.0f} ms at concurrency 8): the wait is the "
+                    f"queue ahead, one send's time per request in it."
+                )
+            )
+            lines.append("")
+            normal = db.get("send_synchronous_normal")
+            detail = ""
+            if normal:
+                n1, n8 = _point(normal["points"], 1), _point(normal["points"], 8)
+                if n1 and n8:
+                    detail = (
+                        f" The same sends with ``sqlite_synchronous = normal`` (same run, "
+                        f"fresh database): {_ok(n1, 201):,.0f} msg/s at concurrency 1 instead of "
+                        f"{_ok(c1, 201):,.0f}, and {_ok(n8, 201):,.0f} at concurrency 8 instead "
+                        f"of {_ok(c8, 201):,.0f}: the fsync is a part of the cost, not most of it."
+                    )
+            lines.append(
+                f"``fxchat.sqlite_synchronous = {sync}``: "
+                + (
+                    "every commit also waits for an fsync (about 2 ms on this machine's "
+                    "disk), inside the write lock."
+                    if sync == "full"
+                    else "commits do not wait for the disk."
+                )
+                + detail
+            )
+            lines.append("")
+        if kind == "postgresql" and c1:
+            lines.append(
+                "**PostgreSQL overlaps sends** (row locks only), so its rate grows with "
+                "concurrency until the workers' CPU runs out; each statement is also a "
+                "round trip to a backend process that competes for the same two cores, "
+                "which is what the large share of time inside database calls in the "
+                "profile is."
+            )
+            lines.append("")
+        out.append("\n".join(lines))
+    out.append(
+        _heading("Fan-out, drain, flat cost, purge, crypto", "~")
+        + "\n\n"
+        + _other_explanations(results)
+    )
+    return "\n\n".join(out)
+
+
+def _ok(summary: dict, status: int) -> float:
+    return summary["statuses"].get(str(status), 0) / summary["duration_s"]
+
+
+def _other_explanations(results: dict) -> str:
+    paragraphs = []
+    for kind, db in results["databases"].items():
+        name = DATABASE_NAMES.get(kind, kind)
+        fan = {p["fanout"]: p for p in db.get("fanout", {}).get("points", [])}
+        if 1 in fan and max(fan) > 1:
+            widest = fan[max(fan)]
+            paragraphs.append(
+                f"*Fan-out ({name}).* One send to {max(fan)} devices takes "
+                f"{widest['ms_per_send']:.1f} ms against {fan[1]['ms_per_send']:.1f} ms for one: "
+                f"the per-request cost (authentication, transaction, commit) is paid once, and "
+                f"each extra copy adds one row to ``copies`` ({widest['copies_bytes_per_copy']:.0f}"
+                f" bytes with its four indexes, of which {db['fanout']['wrapped_key_bytes']} are "
+                f"the wrapped key fields) and its share of colander validation of the recipient "
+                f"list. The body is stored once per message: ``bodies`` grew by "
+                f"{widest['bytes_grown']['bodies'] / max(1, widest['sends']):.0f} bytes per send "
+                f"at {max(fan)} devices and "
+                f"{fan[1]['bytes_grown']['bodies'] / max(1, fan[1]['sends']):.0f} at one."
+            )
+        drain = db.get("drain")
+        if drain:
+            paragraphs.append(
+                f"*Drain ({name}).* {drain['acked']:,} messages in "
+                f"{drain['duration_s']:.1f} s ({drain['counters'].get('fetch_requests', 0)} "
+                f"fetches and {drain['counters'].get('ack_requests', 0)} acknowledgements of "
+                f"500): each page is one indexed range scan, but the server builds a 500-item "
+                f"JSON document of about 1 MB (base64 of every body) and the acknowledgement "
+                f"updates 500 copy rows one statement each (an ``executemany``) and deletes the "
+                f"500 bodies; {_cpu_ms(drain, 200)} per request."
+            )
+        flat = db.get("flat")
+        if flat:
+            r = flat["large_over_small"]
+            paragraphs.append(
+                f"*Flat cost ({name}).* With {flat['large']['queued_elsewhere']:,} copies queued "
+                f"on other devices instead of {flat['small']['queued_elsewhere']:,}, the first "
+                f"page takes {r['fetch_p50']:.2f}x and a send {r['send_p50']:.2f}x as long (p50): "
+                f"both touch only the partial index ``ix_copies_queue`` of their own device and "
+                f"primary-key lookups, whose depth grows with the logarithm of the table."
+            )
+        purge = db.get("purge")
+        if purge and "steps" in purge["report"]:
+            steps = purge["report"]["steps"]
+            expire = steps.get("expire_copies", {})
+            delete = steps.get("delete_old_messages", {})
+            finished = purge["report"].get("finished", True)
+            paragraphs.append(
+                f"*Purge ({name}).* "
+                + (
+                    f"{purge['report'].get('seconds', 0):.1f} s"
+                    if finished
+                    else f"Stopped at the {purge['report'].get('seconds', 0):.0f} s bound of "
+                    f"the run, unfinished,"
+                )
+                + f" for {purge['loaded']['copies']:,} copies expired more than the receipt "
+                f"retention ago: expiring them took {expire.get('seconds', 0):.0f} s in "
+                f"{expire.get('batches', 0)} batches of {purge['batch_size']} (slowest "
+                f"{expire.get('slowest_batch_s', 0):.2f} s), deleting the messages and their "
+                f"copies {delete.get('seconds', 0):.0f} s"
+                + (
+                    ""
+                    if finished
+                    else f" for the {delete.get('rows', 0):,} of "
+                    f"{purge['loaded']['messages']:,} messages it reached"
+                )
+                + ". Each expiry batch updates 5,000 copy "
+                f"rows one by one, issues one ``UPDATE devices`` per device it touched (about a "
+                f"thousand here) and then checks which bodies are still needed; the copies are "
+                f"then deleted by the next step anyway, so the expiry work on rows already past "
+                f"the retention is wasted. Sends during the purge: p99 "
+                f"{purge['send_during_purge']['latency_ms']['p99']:.0f} ms against "
+                f"{purge['send_without_purge']['latency_ms']['p99']:.0f} ms without"
+                + (
+                    f": on SQLite each batch holds the only write lock for its whole duration "
+                    f"(up to {expire.get('slowest_batch_s', 0):.2f} s here) and the purge takes "
+                    f"it again right after each commit, so a send can wait behind several "
+                    f"batches."
+                    if kind == "sqlite"
+                    else "."
+                )
+            )
+    crypto = results.get("crypto")
+    if crypto:
+        parts = crypto.get("components_us", {})
+        extra = ", ".join(
+            f"{name.replace('_', ' ')} {us:.1f} us"
+            for name, us in parts.items()
+            if not name.startswith("x25519")
+        )
+        paragraphs.append(
+            f"*Crypto (client side, one core).* One more device costs "
+            f"{crypto['encrypt_per_device_us']:.0f} us of ``encrypt``; one X25519 key generation "
+            f"plus one exchange cost {crypto['x25519_generate_plus_exchange_us']:.0f} us "
+            f"({crypto['per_device_over_x25519']:.2f}x). The rest per device is the suite's own "
+            f"work, each step timed alone: {extra or 'not measured'}; plus two SHA-256 of 32 "
+            f"bytes and the nonce. These figures are the best of 15 interleaved rounds, since "
+            f"single rounds swing by a third on a shared machine."
+        )
+    return "\n\n".join(paragraphs)
+
+
+def profile_section(results: dict) -> str:
+    out = []
+    for kind, db in results["databases"].items():
+        profile = db.get("profile", {})
+        name = DATABASE_NAMES.get(kind, kind)
+        if profile.get("layers"):
+            run = profile["run"]
+            out.append(
+                f"**{name}**, sends at concurrency 1 under py-spy "
+                f"({profile['samples']:,} samples of the request threads; "
+                f"{run['requests_per_s']:.0f} msg/s while sampled):"
+            )
+            out.append("")
+            out.append(
+                _table(
+                    ["layer (innermost frame that belongs to it)", "share"],
+                    [[x["name"], f"{100 * x['share']:.1f}%"] for x in profile["layers"]],
+                )
+            )
+            out.append("")
+            out.append(
+                _table(
+                    ["step of the request (inclusive)", "share"],
+                    [
+                        [x["name"].replace("  ", "- "), f"{100 * x['share']:.1f}%"]
+                        for x in profile["steps"]
+                    ],
+                )
+            )
+            out.append("")
+            out.append(
+                _table(
+                    ["function (self time)", "share"],
+                    [
+                        [f"``{x['name']}``", f"{100 * x['share']:.1f}%"]
+                        for x in profile["self"][:10]
+                    ],
+                )
+            )
+            out.append("")
+        count = profile.get("statement_count")
+        if count:
+            out.append(
+                f"SQL statements of one send on {name} (counted in-process over "
+                f"{count['sends']} sends; {count['statements_per_send']} statements "
+                f"and {count['commits_per_send']} commit per send, plus the pool's "
+                f"pre-ping):"
+            )
+            out.append("")
+            out.append(
+                _table(
+                    ["statement", "per send"],
+                    [[f"``{s['sql']}…``", f"{s['per_send']:g}"] for s in count["statements"]],
+                )
+            )
+            out.append("")
+    return "\n".join(out)
+
+
+def render(results: dict, *, profile_plot: bool) -> str:
+    m = results["machine"]
+    machine = machine_line(results)
+    kinds = list(results["databases"])
+    lines = [
+        ".. Generated by ``make bench-report`` from bench/results/latest.json:",
+        "   do not edit; change bench/report.py or run the benchmarks again.",
+        "",
+        _heading("Performance", "="),
+        "",
+        f"Measured on **{machine}**, on {_date(results['started_at'])}; every figure on "
+        f"this page is from this machine and this run. Load average when the run "
+        f"started: {', '.join(str(x) for x in m['loadavg_at_start'])}; the ``other`` CPU "
+        f"column of the raw results says how much else ran meanwhile.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        "",
+        _code_line(results),
+        "",
+        _heading("Results", "-"),
+        "",
+        f"Machine: {machine}. Rates are successful requests per second; latencies are "
+        f"wrk's (p50 / p99, in ms), measured on loopback.",
+        "",
+    ]
+    headers = ["figure", *[DATABASE_NAMES.get(k, k) for k in kinds]]
+    rows = []
+    for label, values in figures(results):
+        if "all" in values:
+            rows.append([label, *[values["all"]] * len(kinds)])
+        else:
+            rows.append([label, *[values.get(k, "-") for k in kinds]])
+    lines += [_table(headers, rows), ""]
+    lines += [
+        _heading("Targets", "-"),
+        "",
+        f"Machine: {machine}. Targets are those of the benchmark issue, for a 2-core "
+        f"machine; none is lowered here.",
+        "",
+    ]
+    vrows = [
+        [v.figure, v.database, v.shown, v.target, v.status, _missed_by(v)]
+        for v in verdicts(results)
+    ]
+    lines += [
+        _table(["figure", "database", "measured", "target", "verdict", "missed by"], vrows),
+        "",
+    ]
+    lines += [
+        f".. image:: {CONCURRENCY_PNG}",
+        f"   :alt: throughput and p99 latency of sends and of the bare view against "
+        f"concurrency, on {machine}",
+        "",
+    ]
+    lines += [_heading("What limits each figure", "-"), "", explanations(results), ""]
+    lines += [
+        _heading("Profile of the send path", "-"),
+        "",
+        f"Machine: {machine}. py-spy samples every gunicorn worker while wrk sends at "
+        f"concurrency 1 (a separate run: the figures above are not sampled), so each "
+        f"sample shows where one send's time goes: Python running, or the thread waiting "
+        f"inside a database call (the round trip, PostgreSQL's or SQLite's own work, "
+        f"fsync), which counts for the database. A sample counts for the layer of its "
+        f"innermost frame that belongs to one; the steps are inclusive.",
+        "",
+    ]
+    if profile_plot:
+        lines += [f".. image:: {PROFILE_PNG}", "   :alt: shares of the send path by layer", ""]
+    lines += [profile_section(results), ""]
+    lines += [
+        _heading("How it is measured", "-"),
+        "",
+        METHOD.format(
+            workers=results["worker_model"]["description"],
+            settings=", ".join(f"``{k} = {v}``" for k, v in results["settings"].items()),
+        ),
+        "",
+    ]
+    lines += [_heading("How to reproduce", "-"), "", REPRODUCE, ""]
+    return "\n".join(lines)
+
+
+METHOD = """\
+* **Server**: {workers}, started from a generated ini on a free loopback port,
+  like ``production.ini`` (the deployment example of docs/operations.rst): same
+  workers, threads, timeouts and keep-alive, same connection pool, one JSON
+  access-log line per request (to a file); only worker recycling
+  (``--max-requests``) is off, since at the bare view's rate it would replace
+  a worker every few seconds and lower the baseline. Benchmark settings:
+  {settings}; everything else is the default.
+* **Databases**: a fresh SQLite file and a fresh PostgreSQL database, migrated
+  with Alembic, per scenario group: the request-rate figures on an empty
+  database, the flat-cost and purge figures on a second one into which the
+  queued copies are bulk-loaded (COPY on PostgreSQL, ``executemany`` on
+  SQLite), keeping the invariants (a body per message, pending copies,
+  ``devices.queued``), then ``VACUUM ANALYZE`` on PostgreSQL.
+* **Load**: ``wrk`` (C, event-driven) with the Lua scripts of ``bench/wrk/``,
+  closed loop with N connections ("concurrency N"), keep-alive, on loopback
+  only, each run bounded in time. Every send is a real ``fxchat-1`` envelope
+  of a 1 KiB message (``fxchat.crypto.encrypt``) with a fresh
+  ``Idempotency-Key``, as the reference client sends it; 32 sender/recipient
+  pairs take turns, so concurrent sends do not queue on one device's row.
+  wrk's latencies are corrected for coordinated omission (a conservative
+  p99). With keep-alive a connection stays on the worker that accepted it,
+  so at low concurrency two connections may share one worker (and its GIL):
+  the bare view's concurrency-2 point varies between runs for that reason.
+  wrk's own CPU use is recorded with every run (``wrk_cpu_cores``): it stays
+  near a tenth of a core, while the bare view saturates the workers.
+* **Baseline**: ``bench/baseline.py``, a bare Pyramid view returning a small
+  JSON document, served by the same gunicorn command and worker count.
+* **Drain**: one wrk connection per device alternates ``GET
+  /v1/messages?limit=500`` and ``POST /v1/messages/ack`` of the whole page
+  (with a ``mac_key`` each) until the queue is empty, for 3 devices of
+  10,000 queued messages (the default queue limit).
+* **Purge**: ``bench/purge_run.py`` runs ``fxchat.purger.run_purge`` (the
+  code of ``fxchat-purge``) on copies that expired more than the receipt
+  retention ago, while wrk sends at concurrency 1; the same sends just
+  before the purge give the p99 "without".
+* **Crypto**: ``fxchat.crypto`` in one process, the best of 15 interleaved
+  rounds of each operation, beside ``X25519PrivateKey.generate`` and
+  ``exchange`` of the same ``cryptography`` build.
+* **CPU accounting**: every run records the CPU used by the server's
+  processes, PostgreSQL's, wrk's and everything else on the machine, so a
+  run disturbed by other work can be told apart."""
+
+REPRODUCE = """\
+On a machine with the project set up (``make install``) and PostgreSQL
+answering on 127.0.0.1:5432 (user ``postgres``, trust; or set
+``FXCHAT_BENCH_POSTGRESQL`` to a server URL)::
+
+    make bench          # installs wrk and bench/requirements.txt if needed,
+                        # runs everything (about 10 minutes), prints the table,
+                        # writes bench/results/latest.json
+    make bench-report   # this page and its plots, from bench/results/latest.json
+
+``python -m bench run --databases sqlite`` measures SQLite only; ``--smoke``
+runs every scenario for a few requests (what CI does, through
+``tests/test_bench_smoke.py``). ``FXCHAT_BENCH_WORKERS`` and
+``FXCHAT_BENCH_THREADS`` override the worker model read from
+``production.ini``. Raw outputs (wrk output, server logs, py-spy stacks)
+are kept in ``bench/results/raw/`` (not committed). Run it on an otherwise
+idle machine: other processes show up in the ``other_cores`` figures of the
+raw results and slow everything down."""
+
+
+def write(results: dict, docs: Path) -> list[Path]:
+    docs.mkdir(parents=True, exist_ok=True)
+    written = []
+    plot_concurrency(results, docs / CONCURRENCY_PNG)
+    written.append(docs / CONCURRENCY_PNG)
+    has_profile = plot_profile(results, docs / PROFILE_PNG)
+    if has_profile:
+        written.append(docs / PROFILE_PNG)
+    page = docs / "performance.rst"
+    page.write_text(render(results, profile_plot=has_profile))
+    written.append(page)
+    return written

@@ -1,0 +1,488 @@
+"""The scenarios of a benchmark run, against one server and one database at a time.
+
+:func:`measure_baseline` serves the bare Pyramid view; :class:`DatabaseRun`
+does everything else for one database kind, in two phases: a fresh
+database for the request-rate figures, and a second one into which the
+1k/1M queued copies are bulk-loaded for the flat-cost and purge figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fxchat.settings import Settings
+
+from . import bulkload, loadgen, machine, profiling, storage
+from .population import MESSAGE_BYTES, Device, Population, send_body, write_rows
+from .servers import ROOT, Database, Server, WorkerModel
+
+if TYPE_CHECKING:
+    from .driver import Plan
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Measurements:
+    """The runs against one server: wrk runs with the CPU use of everyone meanwhile."""
+
+    def __init__(self, server: Server, raw: Path, label: str):
+        self.server = server
+        self.raw = raw
+        self.label = label
+        self.nonce = secrets.token_hex(4)
+
+    def wrk(
+        self,
+        name: str,
+        script: str,
+        *,
+        concurrency: int,
+        duration_s: float,
+        env: dict[str, str] | None = None,
+        path: str = "",
+    ) -> dict:
+        meter = machine.CpuMeter(self.server.process.pid)
+        result = loadgen.run(
+            f"{self.label}-{name}",
+            self.server.url + path,
+            script,
+            concurrency=concurrency,
+            duration_s=duration_s,
+            env={"BENCH_KEY_PREFIX": f"{self.nonce}-{name}", **(env or {})},
+            log_dir=self.raw,
+        )
+        summary = result.as_json()
+        summary["cpu"] = meter.stop(result.wrk_cpu_s)
+        log(
+            f"{self.label} {name}: {summary['requests_per_s']}/s, p50 "
+            f"{summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms, "
+            f"statuses {summary['statuses']}, cpu {summary['cpu']}"
+        )
+        return summary
+
+
+def _ok(summary: dict, status: int) -> float:
+    return summary["statuses"].get(str(status), 0) / summary["duration_s"]
+
+
+# -- the bare baseline --------------------------------------------------------
+
+
+def measure_baseline(plan: Plan, model: WorkerModel, raw: Path) -> dict:
+    log("baseline: bare Pyramid view on the same stack")
+    points = []
+    with Server.baseline(raw, model) as server:
+        runs = Measurements(server, raw, "baseline")
+        for concurrency in plan.concurrencies:
+            duration = plan.long_run_s if concurrency in (1, 8) else plan.run_s
+            points.append(
+                runs.wrk(
+                    f"bare-c{concurrency}",
+                    "get.lua",
+                    concurrency=concurrency,
+                    duration_s=duration,
+                    env={"BENCH_PATH": "/bare"},
+                    path="/bare",
+                )
+            )
+    return {"path": "/bare", "points": points}
+
+
+# -- one database -------------------------------------------------------------
+
+
+class DatabaseRun:
+    def __init__(self, kind: str, plan: Plan, model: WorkerModel, raw: Path, only: frozenset[str]):
+        self.only = only
+        self.kind = kind
+        self.plan = plan
+        self.model = model
+        self.raw = raw / kind
+        self.raw.mkdir(parents=True, exist_ok=True)
+        self.results: dict = {"kind": kind}
+
+    def run(self) -> dict:
+        self.phase_fresh()
+        self.phase_large()
+        return self.results
+
+    # Phase A: a fresh database, the request-rate figures.
+    def wants(self, *scenarios: str) -> bool:
+        return any(scenario in self.only for scenario in scenarios)
+
+    def phase_fresh(self) -> None:
+        plan = self.plan
+        if not self.wants("send", "send4", "fanout", "profile", "drain"):
+            return
+        database = Database.create(self.kind, self.raw)
+        self.results["server_version"] = database.server_version()
+        try:
+            with Server.fxchat(self.raw, database, self.model) as server:
+                runs = Measurements(server, self.raw, self.kind)
+                population = Population(server.url)
+                log(f"{self.kind}: creating accounts and devices")
+                send_rows = self.send_pairs(population, plan.send_pairs, "send-1.tsv")
+                self.results["noop"] = runs.wrk(
+                    "noop-c8",
+                    "get.lua",
+                    concurrency=8,
+                    duration_s=plan.run_s,
+                    env={"BENCH_PATH": "/__lbheartbeat__"},
+                    path="/__lbheartbeat__",
+                )
+                if self.wants("send"):
+                    self.results["send"] = self.send_sweep(runs, send_rows, plan.concurrencies)
+                if self.wants("send4"):
+                    four = [
+                        (population.user("sender4")[0], population.user("recipient4", 4))
+                        for _ in range(plan.four_device_pairs)
+                    ]
+                    four_rows = write_rows(
+                        self.raw / "send-4.tsv", [(s.token, send_body(r)) for s, r in four]
+                    )
+                    four_devices = runs.wrk(
+                        "send4-c8",
+                        "send.lua",
+                        concurrency=8,
+                        duration_s=plan.long_run_s,
+                        env={"BENCH_DATA": str(four_rows)},
+                    )
+                    four_devices["device_copies_per_s"] = round(4 * _ok(four_devices, 201), 1)
+                    self.results["send_4_devices"] = four_devices
+                group_sender = population.user("group-sender")[0]
+                if self.wants("fanout"):
+                    group = [population.user("member")[0] for _ in range(max(plan.fanouts))]
+                    self.results["fanout"] = self.fanout(runs, database, group_sender, group)
+                if self.wants("profile"):
+                    profile = self.profile(server, runs, send_rows) if plan.profile_s else {}
+                    profile["statement_count"] = profiling.count_statements(database.url)
+                    self.results["profile"] = profile
+                if self.wants("drain"):
+                    drainers = [population.user("drainer")[0] for _ in range(plan.drain_devices)]
+                    self.results["drain"] = self.drain(runs, database, group_sender, drainers)
+        finally:
+            database.drop()
+        if self.kind == "sqlite" and self.wants("send") and plan.sqlite_normal_variant:
+            self.results["send_synchronous_normal"] = self.sqlite_normal()
+
+    def send_pairs(self, population: Population, count: int, name: str) -> Path:
+        """``count`` sender/recipient pairs, one prepared send body each."""
+        pairs = [
+            (population.user("sender")[0], population.user("recipient")[0]) for _ in range(count)
+        ]
+        return write_rows(self.raw / name, [(s.token, send_body([r])) for s, r in pairs])
+
+    def send_sweep(self, runs: Measurements, rows: Path, concurrencies) -> dict:
+        points = []
+        for concurrency in concurrencies:
+            duration = self.plan.long_run_s if concurrency in (1, 8) else self.plan.run_s
+            points.append(
+                runs.wrk(
+                    f"send-c{concurrency}",
+                    "send.lua",
+                    concurrency=concurrency,
+                    duration_s=duration,
+                    env={"BENCH_DATA": str(rows)},
+                )
+            )
+        return {
+            "recipient_devices": 1,
+            "message_bytes": MESSAGE_BYTES,
+            "idempotency_key": True,
+            "points": points,
+        }
+
+    def sqlite_normal(self) -> dict:
+        """Sends on SQLite with ``fxchat.sqlite_synchronous = normal``, for comparison."""
+        database = Database.create(self.kind, self.raw)
+        try:
+            extra = {"fxchat.sqlite_synchronous": "normal"}
+            with Server.fxchat(self.raw, database, self.model, extra) as server:
+                runs = Measurements(server, self.raw, f"{self.kind}-normal")
+                rows = self.send_pairs(Population(server.url), self.plan.send_pairs, "send-n.tsv")
+                return {"settings": extra, **self.send_sweep(runs, rows, (1, 8))}
+        finally:
+            database.drop()
+
+    def fanout(
+        self, runs: Measurements, database: Database, sender: Device, group: list[Device]
+    ) -> dict:
+        points = []
+        for fanout in self.plan.fanouts:
+            rows = write_rows(
+                self.raw / f"fanout-{fanout}.tsv",
+                [(sender.token, send_body(group[:fanout])) for _ in range(4)],
+            )
+            before = storage.table_bytes(database)
+            summary = runs.wrk(
+                f"fanout-{fanout}",
+                "send.lua",
+                concurrency=1,
+                duration_s=self.plan.fanout_run_s,
+                env={"BENCH_DATA": str(rows)},
+            )
+            grown = storage.growth(before, storage.table_bytes(database))
+            sent = summary["statuses"].get("201", 0)
+            summary.update(
+                fanout=fanout,
+                sends=sent,
+                ms_per_send=round(1000 * summary["duration_s"] / max(1, summary["requests"]), 3),
+                bytes_grown=grown,
+                copies_bytes_per_copy=round(grown["copies"] / max(1, sent * fanout), 1),
+                message_bytes_per_send=round(
+                    (grown["messages"] + grown["bodies"] + grown["idempotency_keys"])
+                    / max(1, sent),
+                    1,
+                ),
+                total_bytes_per_copy=round(sum(grown.values()) / max(1, sent * fanout), 1),
+            )
+            points.append(summary)
+        return {
+            "recipients": "one device each of N users (a group)",
+            "wrapped_key_bytes": bulkload.WRAPPED_KEY_BYTES,
+            "points": points,
+        }
+
+    def profile(self, server: Server, runs: Measurements, send_rows: Path) -> dict:
+        output = self.raw / "profile-send-c1.txt"
+        spy = profiling.start_recording(server.process.pid, output, self.plan.profile_s)
+        if spy is None:
+            return {"error": "py-spy is not installed"}
+        time.sleep(0.5)
+        summary = runs.wrk(
+            "send-c1-profiled",
+            "send.lua",
+            concurrency=1,
+            duration_s=self.plan.profile_s - 1,
+            env={"BENCH_DATA": str(send_rows)},
+        )
+        _, errors = spy.communicate(timeout=60)
+        if not output.exists():
+            return {"error": f"py-spy failed: {errors.strip()[-500:]}"}
+        return {"run": summary, **profiling.summarize(output)}
+
+    def drain(
+        self, runs: Measurements, database: Database, sender: Device, drainers: list[Device]
+    ) -> dict:
+        loader = bulkload.Loader(database)
+        try:
+            now = now_ms()
+            load = loader.load_queues(
+                loader.sender(sender.device_id),
+                loader.device_pks([d.device_id for d in drainers]),
+                copies_per_device=self.plan.drain_copies,
+                fanout=1,
+                body_bytes=MESSAGE_BYTES + 28,
+                sent_at=now,
+                expires_at=now + DAY_MS,
+            )
+        finally:
+            loader.close()
+        rows = write_rows(self.raw / "drain.tsv", [(d.token,) for d in drainers])
+        summary = runs.wrk(
+            "drain",
+            "drain.lua",
+            concurrency=1,
+            duration_s=120,
+            env={"BENCH_DATA": str(rows), "BENCH_LIMIT": "500"},
+        )
+        acked = summary.get("counters", {}).get("acked", 0)
+        summary.update(
+            page_size=500,
+            loaded=load,
+            acked=acked,
+            messages_per_s=round(acked / summary["duration_s"], 1),
+            complete=acked == load["copies"],
+        )
+        return summary
+
+    # Phase B: another fresh database, then 1k and 1M queued copies elsewhere.
+    def phase_large(self) -> None:
+        if not self.wants("flat", "purge"):
+            return
+        database = Database.create(self.kind, self.raw)
+        try:
+            with Server.fxchat(self.raw, database, self.model) as server:
+                runs = Measurements(server, self.raw, f"{self.kind}-large")
+                population = Population(server.url)
+                send_rows = self.send_pairs(population, 8, "send-large.tsv")
+                readers = [population.user("reader")[0] for _ in range(4)]
+                reader_rows = write_rows(self.raw / "readers.tsv", [(d.token,) for d in readers])
+                bulk_sender = population.user("bulk-sender")[0]
+                loader = bulkload.Loader(database)
+                try:
+                    self.others = loader.add_devices(
+                        self.plan.flat_devices, prefix=f"bulk-{runs.nonce}", now_ms=now_ms()
+                    )
+                    if self.wants("flat"):
+                        self.results["flat"] = self.flat(
+                            runs, loader, bulk_sender, readers, send_rows, reader_rows
+                        )
+                    if self.wants("purge"):
+                        self.results["purge"] = self.purge(
+                            runs, loader, database, server, bulk_sender, send_rows
+                        )
+                finally:
+                    loader.close()
+                self.results["invariants_after_purge"] = bulkload.check_invariants(database)
+        finally:
+            database.drop()
+
+    def flat(self, runs, loader, bulk_sender, readers, send_rows, reader_rows) -> dict:
+        plan = self.plan
+        now = now_ms()
+        sender = loader.sender(bulk_sender.device_id)
+        # The readers' own queues: one page of 100 (the default page size).
+        loader.load_queues(
+            sender,
+            loader.device_pks([d.device_id for d in readers]),
+            copies_per_device=100,
+            fanout=len(readers),
+            body_bytes=MESSAGE_BYTES + 28,
+            sent_at=now,
+            expires_at=now + DAY_MS,
+        )
+        cases = {}
+        queued = 0
+        for label, target in (("small", plan.flat_small), ("large", plan.flat_large)):
+            per_device = (target - queued) // plan.flat_devices
+            load = loader.load_queues(
+                sender,
+                self.others,
+                copies_per_device=per_device,
+                fanout=plan.flat_fanout,
+                body_bytes=MESSAGE_BYTES + 28,
+                sent_at=now,
+                expires_at=now + 7 * DAY_MS,
+            )
+            queued += load["copies"]
+            log(f"{self.kind}: {queued} copies queued on other devices ({load})")
+            fetch = runs.wrk(
+                f"fetch-{label}",
+                "fetch.lua",
+                concurrency=1,
+                duration_s=plan.long_run_s,
+                env={"BENCH_DATA": str(reader_rows), "BENCH_LIMIT": "100"},
+            )
+            send = runs.wrk(
+                f"send-{label}",
+                "send.lua",
+                concurrency=1,
+                duration_s=plan.long_run_s,
+                env={"BENCH_DATA": str(send_rows)},
+            )
+            cases[label] = {"queued_elsewhere": queued, "load": load, "fetch": fetch, "send": send}
+        ratios = {
+            f"{what}_{stat}": round(
+                cases["large"][what]["latency_ms"][stat] / cases["small"][what]["latency_ms"][stat],
+                3,
+            )
+            for what in ("fetch", "send")
+            for stat in ("p50", "p99")
+        }
+        return {"page_size": 100, **cases, "large_over_small": ratios}
+
+    def purge(self, runs, loader, database, server, bulk_sender, send_rows) -> dict:
+        plan = self.plan
+        now = now_ms()
+        # Expired longer ago than the receipt retention (7 days): the purge
+        # both expires these copies and deletes them with their messages.
+        expires_at = now - 8 * DAY_MS
+        per_device = plan.purge_copies // plan.flat_devices
+        load = loader.load_queues(
+            loader.sender(bulk_sender.device_id),
+            self.others,
+            copies_per_device=per_device,
+            fanout=plan.flat_fanout,
+            body_bytes=MESSAGE_BYTES + 28,
+            sent_at=expires_at - DAY_MS,
+            expires_at=expires_at,
+        )
+        log(f"{self.kind}: {load['copies']} expired copies loaded ({load})")
+        quiet = runs.wrk(
+            "send-before-purge",
+            "send.lua",
+            concurrency=1,
+            duration_s=plan.long_run_s,
+            env={"BENCH_DATA": str(send_rows)},
+        )
+        meter = machine.CpuMeter(server.process.pid)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        purge_started = time.monotonic()
+        purger = subprocess.Popen(
+            [sys.executable, "-m", "bench.purge_run", str(server.ini)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wrk = loadgen.WrkRun(
+            f"{self.kind}-send-during-purge",
+            server.url,
+            "send.lua",
+            concurrency=1,
+            duration_s=plan.purge_max_s,
+            env={"BENCH_DATA": str(send_rows), "BENCH_KEY_PREFIX": f"{runs.nonce}-purge"},
+            log_dir=self.raw,
+        )
+        finished = True
+        try:
+            stdout, stderr = purger.communicate(timeout=plan.purge_max_s)
+        except subprocess.TimeoutExpired:
+            finished = False
+            purger.kill()
+            stdout, stderr = purger.communicate()
+        purge_s = time.monotonic() - purge_started
+        wrk.interrupt()
+        during = wrk.wait().as_json()
+        during["cpu"] = meter.stop()
+        during["cpu"]["includes_purge"] = True  # the purge process counts as "other"
+        (self.raw / "purge.out").write_text(stdout + "\n--- stderr\n" + stderr)
+        lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+        if finished and lines and "progress" not in lines[-1]:
+            report = lines[-1]
+        elif lines:
+            # Stopped at the time bound: what it did until then.
+            steps = lines[-1].get("progress", {})
+            report = {
+                "finished": False,
+                "seconds": round(purge_s, 1),
+                "steps": steps,
+                "expired_copies": steps.get("expire_copies", {}).get("rows", 0),
+            }
+        else:
+            report = {"error": (stderr or stdout).strip()[-1000:]}
+        report.setdefault("finished", finished)
+        log(
+            f"{self.kind}: purge {report}; sends during it: p99 "
+            f"{during['latency_ms']['p99']} ms vs {quiet['latency_ms']['p99']} ms"
+        )
+        return {
+            "loaded": load,
+            "batch_size": Settings().purge_batch_size,
+            "report": report,
+            "send_without_purge": quiet,
+            "send_during_purge": during,
+            "p99_during_over_without": round(
+                during["latency_ms"]["p99"] / quiet["latency_ms"]["p99"], 3
+            ),
+        }
+
+
+# -- the whole run ------------------------------------------------------------

@@ -1,0 +1,341 @@
+"""The targets of the benchmark issue, checked against a results file, and the table.
+
+Targets are never lowered here: a missed one is shown as missed, with the
+measured ratio to its target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DATABASE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+@dataclass
+class Verdict:
+    figure: str
+    database: str  # "SQLite", "PostgreSQL" or "-" (client side)
+    measured: float | None
+    unit: str
+    target: str
+    met: bool | None  # None: not measured
+
+    @property
+    def shown(self) -> str:
+        if self.measured is None:
+            return "not measured"
+        value = f"{self.measured:,.0f}" if abs(self.measured) >= 100 else f"{self.measured:,.2f}"
+        return f"{value} {self.unit}".strip()
+
+    @property
+    def status(self) -> str:
+        return {True: "met", False: "MISSED", None: "n/a"}[self.met]
+
+
+def _point(points: list[dict], concurrency: int) -> dict | None:
+    return next((p for p in points if p["concurrency"] == concurrency), None)
+
+
+def _ok_rate(summary: dict, status: int) -> float:
+    return summary["statuses"].get(str(status), 0) / summary["duration_s"]
+
+
+def verdicts(results: dict) -> list[Verdict]:
+    out: list[Verdict] = []
+    bare = _point(results.get("baseline", {}).get("points", []), 8)
+    for kind, db in results.get("databases", {}).items():
+        name = DATABASE_NAMES.get(kind, kind)
+
+        def add(figure, measured, unit, target, met, name=name):
+            out.append(Verdict(figure, name, measured, unit, target, met))
+
+        send = db.get("send", {}).get("points", [])
+        c8, c1 = _point(send, 8), _point(send, 1)
+        if c8:
+            rate = _ok_rate(c8, 201)
+            add("send, concurrency 8", rate, "msg/s", ">= 1,000 msg/s", rate >= 1000)
+            if bare:
+                ratio = rate / bare["requests_per_s"]
+                add("send c8 / bare view c8", ratio, "x", ">= 0.35", ratio >= 0.35)
+        if c1:
+            p99 = c1["latency_ms"]["p99"]
+            add("send p99, concurrency 1", p99, "ms", "<= 20 ms", p99 <= 20)
+        four = db.get("send_4_devices")
+        if four:
+            rate = four["device_copies_per_s"]
+            add("send to 4 devices, c8", rate, "copies/s", ">= 3,000 copies/s", rate >= 3000)
+        fanout = {p["fanout"]: p for p in db.get("fanout", {}).get("points", [])}
+        if 1 in fanout and 100 in fanout:
+            ratio = fanout[100]["ms_per_send"] / fanout[1]["ms_per_send"]
+            add("fan-out: time per send, 100 / 1 devices", ratio, "x", "<= 5x", ratio <= 5)
+        if fanout:
+            widest = fanout[max(fanout)]
+            extra = widest["copies_bytes_per_copy"] - db["fanout"]["wrapped_key_bytes"]
+            add(
+                f"fan-out: bytes per extra copy beyond the {db['fanout']['wrapped_key_bytes']}"
+                f" wrapped-key bytes ({max(fanout)} devices)",
+                extra,
+                "B",
+                "<= 200 B",
+                extra <= 200,
+            )
+        drain = db.get("drain")
+        if drain:
+            rate = drain["messages_per_s"]
+            add(
+                "drain, pages of 500 + ack",
+                rate,
+                "msg/s",
+                ">= 10,000 msg/s",
+                rate >= 10_000 and drain.get("complete", False),
+            )
+        flat = db.get("flat")
+        if flat:
+            for what in ("fetch", "send"):
+                ratio = flat["large_over_small"][f"{what}_p50"]
+                add(
+                    f"flat cost: {what} p50, 1M / 1k queued elsewhere",
+                    ratio,
+                    "x",
+                    "<= 1.5x",
+                    ratio <= 1.5,
+                )
+        purge = db.get("purge")
+        if purge:
+            report = purge["report"]
+            seconds = report.get("seconds")
+            finished = report.get("finished", True)
+            label = f"purge of {purge['loaded']['copies']:,} expired copies"
+            if not finished:
+                label += (
+                    f" (stopped at the time bound; {report.get('expired_copies', 0):,} expired)"
+                )
+            add(
+                label,
+                seconds,
+                "s",
+                "< 60 s",
+                None if seconds is None else (finished and seconds < 60),
+            )
+            ratio = purge["p99_during_over_without"]
+            add("send p99 during purge / without", ratio, "x", "<= 2x", ratio <= 2)
+    crypto = results.get("crypto")
+    if crypto:
+        ratio = crypto["per_device_over_x25519"]
+        out.append(
+            Verdict(
+                "crypto: encrypt per device / (X25519 keygen + exchange)",
+                "-",
+                ratio,
+                "x",
+                "<= 1.3x",
+                ratio <= 1.3,
+            )
+        )
+    return out
+
+
+def figures(results: dict) -> list[tuple[str, dict[str, str]]]:
+    """The summary table: one row per figure, one column per database."""
+    rows: list[tuple[str, dict[str, str]]] = []
+
+    def row(label: str, values: dict[str, str]) -> None:
+        rows.append((label, values))
+
+    bare = results.get("baseline", {}).get("points", [])
+    for point in bare:
+        if point["concurrency"] in (1, 8):
+            row(
+                f"bare Pyramid view (no database), c{point['concurrency']}: req/s (p50 / p99 ms)",
+                {"all": _rate_latency(point, 200)},
+            )
+    dbs = results.get("databases", {})
+
+    def per_db(label, getter):
+        values = {}
+        for kind, db in dbs.items():
+            try:
+                values[kind] = getter(db)
+            except (KeyError, TypeError, ZeroDivisionError):
+                values[kind] = "-"
+        row(label, values)
+
+    per_db(
+        "fxchat no-op endpoint (/__lbheartbeat__), c8: req/s",
+        lambda db: f"{db['noop']['requests_per_s']:,.0f}",
+    )
+    concurrencies = sorted(
+        {p["concurrency"] for db in dbs.values() for p in db.get("send", {}).get("points", [])}
+    )
+    for c in concurrencies:
+        per_db(
+            f"send 1 KiB to 1 device, c{c}: msg/s (p50 / p99 ms)",
+            lambda db, c=c: _rate_latency(_point(db["send"]["points"], c), 201),
+        )
+    if any("send_synchronous_normal" in db for db in dbs.values()):
+        for c in (1, 8):
+            per_db(
+                f"send c{c} with sqlite_synchronous = normal: msg/s (p50 / p99 ms)",
+                lambda db, c=c: _rate_latency(
+                    _point(db["send_synchronous_normal"]["points"], c), 201
+                ),
+            )
+    per_db(
+        "send to 4 devices, c8: device copies/s (p99 ms)",
+        lambda db: (
+            f"{db['send_4_devices']['device_copies_per_s']:,.0f}"
+            f" ({db['send_4_devices']['latency_ms']['p99']:.1f})"
+        ),
+    )
+    fanouts = sorted(
+        {p["fanout"] for db in dbs.values() for p in db.get("fanout", {}).get("points", [])}
+    )
+    for f in fanouts:
+        per_db(
+            f"fan-out to {f} device(s), c1: ms per send; bytes per copy",
+            lambda db, f=f: _fanout(db, f),
+        )
+    per_db(
+        "drain (fetch 500 + ack 500), 1 device: msg/s",
+        lambda db: f"{db['drain']['messages_per_s']:,.0f}",
+    )
+    for label in ("small", "large"):
+        per_db(
+            f"first-page fetch (100), {_queued(dbs, label)} queued elsewhere: p50 / p99 ms",
+            lambda db, label=label: _p50_p99(db["flat"][label]["fetch"]),
+        )
+        per_db(
+            f"send c1, {_queued(dbs, label)} queued elsewhere: p50 / p99 ms",
+            lambda db, label=label: _p50_p99(db["flat"][label]["send"]),
+        )
+    per_db("purge of expired copies: s (expire + delete)", lambda db: _purge(db["purge"]))
+    per_db(
+        "send c1 without / during purge: p99 ms",
+        lambda db: (
+            f"{db['purge']['send_without_purge']['latency_ms']['p99']:.1f} / "
+            f"{db['purge']['send_during_purge']['latency_ms']['p99']:.1f}"
+        ),
+    )
+    per_db("CPU used by other processes during the runs: mean / max cores", _other_load)
+    crypto = results.get("crypto")
+    if crypto:
+        row(
+            "crypto (client side, no database): encrypt 1 / 100 devices, decrypt: ops/s",
+            {
+                "all": f"{crypto['encrypt_1_device_per_s']:,.0f} / "
+                f"{crypto['encrypt_100_devices_per_s']:,.0f} / "
+                f"{crypto['decrypt_per_s']:,.0f}"
+            },
+        )
+        row(
+            "crypto (client side): X25519 keygen / exchange: ops/s; per-device encrypt us",
+            {
+                "all": f"{crypto['x25519_generate_per_s']:,.0f} / "
+                f"{crypto['x25519_exchange_per_s']:,.0f}; "
+                f"{crypto['encrypt_per_device_us']:.1f}"
+            },
+        )
+    return rows
+
+
+def _runs(value) -> list[dict]:
+    """Every wrk run summary (with its CPU accounting) inside a results subtree."""
+    if isinstance(value, dict):
+        found = [value] if "cpu" in value and "duration_s" in value else []
+        for item in value.values():
+            found += _runs(item)
+        return found
+    if isinstance(value, list):
+        return [run for item in value for run in _runs(item)]
+    return []
+
+
+def _other_load(db: dict) -> str:
+    """How much else ran on the machine meanwhile: the runs' ``other_cores``."""
+    # The sends during the purge share the machine with the purge process.
+    during_purge = db.get("purge", {}).get("send_during_purge")
+    others = [
+        run["cpu"].get("other_cores", 0.0)
+        for run in _runs(db)
+        if run["cpu"] and run is not during_purge
+    ]
+    if not others:
+        return "-"
+    return f"{sum(others) / len(others):.2f} / {max(others):.2f}"
+
+
+def _queued(dbs: dict, label: str) -> str:
+    for db in dbs.values():
+        if "flat" in db:
+            n = db["flat"][label]["queued_elsewhere"]
+            return f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}k" if n >= 1e3 else str(n)
+    return "?"
+
+
+def _rate_latency(point: dict | None, status: int) -> str:
+    if point is None:
+        return "-"
+    return (
+        f"{_ok_rate(point, status):,.0f} ({point['latency_ms']['p50']:.1f} / "
+        f"{point['latency_ms']['p99']:.1f})"
+    )
+
+
+def _p50_p99(summary: dict) -> str:
+    return f"{summary['latency_ms']['p50']:.1f} / {summary['latency_ms']['p99']:.1f}"
+
+
+def _fanout(db: dict, fanout: int) -> str:
+    point = next(p for p in db["fanout"]["points"] if p["fanout"] == fanout)
+    return f"{point['ms_per_send']:.1f}; {point['copies_bytes_per_copy']:.0f} B"
+
+
+def _purge(purge: dict) -> str:
+    report = purge["report"]
+    if "seconds" not in report:
+        return "failed"
+    steps = report.get("steps", {})
+    expire = steps.get("expire_copies", {}).get("seconds")
+    delete = steps.get("delete_old_messages", {}).get("seconds")
+    detail = f" ({expire:.0f} + {delete:.0f})" if expire is not None and delete is not None else ""
+    return f"{report['seconds']:.1f}{detail}"
+
+
+def text_table(results: dict) -> str:
+    """The table printed at the end of ``make bench``."""
+    kinds = list(results.get("databases", {}))
+    headers = ["figure", *[DATABASE_NAMES.get(k, k) for k in kinds]]
+    body = []
+    for label, values in figures(results):
+        if "all" in values:
+            body.append([label, *([values["all"]] + [""] * (len(kinds) - 1))])
+        else:
+            body.append([label, *[values.get(k, "-") for k in kinds]])
+    lines = [_format_rows([headers, *body])]
+    lines.append("")
+    verdict_rows = [["target", "database", "measured", "target", "verdict"]]
+    for v in verdicts(results):
+        verdict_rows.append([v.figure, v.database, v.shown, v.target, v.status])
+    lines.append(_format_rows(verdict_rows))
+    m = results["machine"]
+    lines.append("")
+    lines.append(
+        f"Machine: {m['cpu_count']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
+        f"{m['distribution']}; {results['worker_model']['description']}; "
+        f"load average at start {m['loadavg_at_start']}."
+    )
+    return "\n".join(lines)
+
+
+def _format_rows(rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, row in enumerate(rows):
+        out.append(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
+        if n == 0:
+            out.append("  ".join("-" * width for width in widths))
+    return "\n".join(out)

@@ -1,0 +1,110 @@
+-- Shared by the benchmark scripts: request data, status counts, and a
+-- machine-readable result line ("BENCH_RESULT {json}") printed by done().
+-- Parameters come from environment variables set by bench/loadgen.py.
+local M = {}
+
+local threads = {}
+
+-- Per-thread globals, read back by done() through thread:get().
+statuses = {}
+counters = {}
+
+function M.setup(thread)
+  table.insert(threads, thread)
+  thread:set("thread_index", #threads)
+end
+
+function M.count(status)
+  local key = tostring(status)
+  statuses[key] = (statuses[key] or 0) + 1
+end
+
+function M.add(name, n)
+  counters[name] = (counters[name] or 0) + n
+end
+
+-- Lines of a data file, split on tabs: {{field1, field2, ...}, ...}.
+function M.read_rows(path)
+  local rows = {}
+  for line in io.lines(path) do
+    if line ~= "" then
+      local row = {}
+      for field in (line .. "\t"):gmatch("([^\t]*)\t") do
+        table.insert(row, field)
+      end
+      table.insert(rows, row)
+    end
+  end
+  assert(#rows > 0, "no rows in " .. path)
+  return rows
+end
+
+-- This process's id, for stopping the whole run from a thread (see stop_run).
+local function own_pid()
+  local f = io.open("/proc/self/stat", "r")
+  local pid = f:read("*n")
+  f:close()
+  return pid
+end
+
+-- wrk's main thread sleeps for the whole --duration; SIGINT wakes it, and the
+-- run then ends with its measured duration. (popen, not os.execute: system()
+-- ignores SIGINT in the caller while its child runs.)
+function M.stop_run()
+  wrk.thread:stop()
+  io.popen("kill -INT " .. own_pid()):close()
+end
+
+local function encode(value)
+  local kind = type(value)
+  if kind == "table" then
+    local parts = {}
+    if #value > 0 then
+      for i, item in ipairs(value) do parts[i] = encode(item) end
+      return "[" .. table.concat(parts, ",") .. "]"
+    end
+    for key, item in pairs(value) do
+      table.insert(parts, '"' .. tostring(key) .. '":' .. encode(item))
+    end
+    return "{" .. table.concat(parts, ",") .. "}"
+  elseif kind == "number" then
+    if value == math.floor(value) and math.abs(value) < 2^53 then
+      return string.format("%d", value)
+    end
+    return string.format("%.3f", value)
+  elseif kind == "string" then
+    return '"' .. value:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
+  elseif kind == "boolean" then
+    return tostring(value)
+  end
+  return "null"
+end
+
+function M.done(summary, latency, requests)
+  local all_statuses, all_counters = {}, {}
+  for _, thread in ipairs(threads) do
+    for key, n in pairs(thread:get("statuses") or {}) do
+      all_statuses[key] = (all_statuses[key] or 0) + n
+    end
+    for key, n in pairs(thread:get("counters") or {}) do
+      all_counters[key] = (all_counters[key] or 0) + n
+    end
+  end
+  local percentiles = {}
+  for _, p in ipairs({50, 75, 90, 95, 99, 99.9}) do
+    percentiles[tostring(p)] = latency:percentile(p)
+  end
+  local result = {
+    duration_us = summary.duration,
+    requests = summary.requests,
+    bytes = summary.bytes,
+    errors = summary.errors,
+    statuses = all_statuses,
+    counters = all_counters,
+    latency_us = {min = latency.min, max = latency.max, mean = latency.mean,
+                  stdev = latency.stdev, percentiles = percentiles},
+  }
+  io.write("BENCH_RESULT " .. encode(result) .. "\n")
+end
+
+return M

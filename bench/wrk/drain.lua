@@ -1,0 +1,60 @@
+-- Devices drain their queues, one after the other: fetch a page, acknowledge
+-- all of it (with a mac_key each, as the reference client does), until a
+-- fetch comes back empty; then the next device, and after the last one the
+-- run stops, so its duration is the drain time. One thread, one connection.
+local common = require "common"
+
+local rows, current, limit, ack_body
+-- A fixed, well-formed mac_key (32 bytes, base64url): the server only stores it.
+local MAC_KEY = "bWFjLWtleS1ieXRlcy0wMTIzNDU2Nzg5YWJjZGVmMDE"
+
+setup = common.setup
+done = common.done
+
+function init(args)
+  rows = common.read_rows(os.getenv("BENCH_DATA"))
+  current = 1
+  limit = os.getenv("BENCH_LIMIT") or "500"
+end
+
+function request()
+  local auth = "Bearer " .. rows[current][1]
+  if ack_body then
+    local body = ack_body
+    ack_body = nil
+    return wrk.format("POST", "/v1/messages/ack",
+                      {["Authorization"] = auth, ["Content-Type"] = "application/json"}, body)
+  end
+  return wrk.format("GET", "/v1/messages?limit=" .. limit, {["Authorization"] = auth})
+end
+
+function response(status, headers, body)
+  common.count(status)
+  if status ~= 200 then
+    io.stderr:write("drain: HTTP " .. status .. ": " .. body:sub(1, 300) .. "\n")
+    common.stop_run()
+    return
+  end
+  if body:find('"acked"', 1, true) then
+    local acked = body:match('"acked": *%[(.-)%]') or ""
+    local n = 0
+    for _ in acked:gmatch('"[^"]+"') do n = n + 1 end
+    common.add("acked", n)
+    common.add("ack_requests", 1)
+    return
+  end
+  local acks = {}
+  for id in body:gmatch('"id": *"([^"]+)"') do
+    table.insert(acks, '{"id": "' .. id .. '", "mac_key": "' .. MAC_KEY .. '"}')
+  end
+  common.add("fetch_requests", 1)
+  if #acks == 0 then
+    current = current + 1
+    if current > #rows then
+      common.stop_run()
+    end
+    return
+  end
+  common.add("fetched", #acks)
+  ack_body = '{"acks": [' .. table.concat(acks, ", ") .. ']}'
+end
