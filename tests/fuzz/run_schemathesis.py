@@ -76,6 +76,8 @@ def fuzz(server: ServerProcess, args) -> int:
     st = Path(sys.executable).with_name("st")
     command = [
         str(st),
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
         "run",
         f"{server.url}/v1/__api__",
         "--header",
