@@ -12,7 +12,7 @@ from fxchat import main
 from fxchat.models import get_engine
 
 from . import databases
-from .servers import ServerProcess
+from .servers import ServerProcess, postgresql_database
 
 # Rate limits and the background purger are tested on their own; elsewhere
 # they would only make tests depend on timing.
@@ -33,19 +33,10 @@ def pytest_addoption(parser):
 
 
 @pytest.fixture(scope="session")
-def postgresql_url():
+def postgresql_url(request):
     """A fresh PostgreSQL database for this run, dropped at its end."""
-    try:
-        url = databases.create_postgresql_database()
-    except databases.PostgreSQLUnavailable as error:
-        if databases.REQUIRE_POSTGRESQL:
-            pytest.fail(f"PostgreSQL is required (FXCHAT_REQUIRE_POSTGRESQL=1): {error}")
-        pytest.skip(f"PostgreSQL tests skipped: {error}")
-    try:
-        databases.migrate(url)
+    with postgresql_database(request.config) as url:
         yield url
-    finally:
-        databases.drop_postgresql_database(url)
 
 
 @pytest.fixture(scope="session")
