@@ -22,13 +22,6 @@ class User(Base):
     # device or waits for it: no message can silently miss a device.
     device_set_version: Mapped[int] = mapped_column(Integer, default=0)
 
-    devices: Mapped[list[Device]] = relationship(
-        back_populates="user",
-        primaryjoin="and_(User.pk == Device.user_pk, Device.revoked_at.is_(None))",
-        order_by="Device.pk",
-        viewonly=True,
-    )
-
 
 class Device(Base):
     __tablename__ = "devices"
@@ -59,7 +52,3 @@ class Device(Base):
     queued: Mapped[int] = mapped_column(Integer, default=0)
 
     user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None

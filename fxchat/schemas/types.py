@@ -16,11 +16,10 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,64}\Z")
 
 
 class Base64Url(colander.SchemaType):
-    """base64url without padding, decoded to bytes of an exact or bounded length."""
+    """base64url without padding, decoded to bytes (of an exact length if given)."""
 
-    def __init__(self, length: int | None = None, max_length: int | None = None):
+    def __init__(self, length: int | None = None):
         self.length = length
-        self.max_length = max_length
 
     def serialize(self, node, appstruct):
         return colander.null if appstruct is colander.null else appstruct
@@ -30,8 +29,6 @@ class Base64Url(colander.SchemaType):
             return colander.null
         if not isinstance(cstruct, str):
             raise colander.Invalid(node, "must be a base64url string")
-        if self.max_length is not None and len(cstruct) > (self.max_length * 4 + 2) // 3:
-            raise colander.Invalid(node, f"must decode to at most {self.max_length} bytes")
         try:
             data = b64decode(cstruct)
         except ValueError as exc:
