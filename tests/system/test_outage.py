@@ -96,7 +96,10 @@ def test_database_outage_is_503_and_the_same_workers_recover(
     assert requests.get(server.url + "/__heartbeat__", timeout=TIMEOUT).status_code == 200
     workers = server.worker_pids()
     assert len(workers) == 2
-    assert proxy.connection_count() >= 2, "the pools hold no connection for the cut to break"
+    # gunicorn may hand all the warm-up sends to one worker: one live
+    # connection is enough for the cut to break; the other worker's new
+    # connections are refused either way.
+    assert proxy.connection_count() >= 1, "the pools hold no connection for the cut to break"
 
     # Sends keep coming while the database goes away and comes back.
     storm: list[StormSend] = []
