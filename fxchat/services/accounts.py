@@ -34,11 +34,19 @@ class Caller:
     user_id: str
 
 
-# Built once: this runs on every request. Columns, not an ORM object.
+# Built once: this runs on every request. Table columns, not ORM attributes:
+# an ORM-enabled select costs about twice as much to execute.
+_DEVICES, _USERS = Device.__table__, User.__table__
 _CALLER_BY_TOKEN_HASH = (
-    select(Device.pk, Device.device_id, Device.user_pk, User.user_id, Device.token_hash)
-    .join(User, User.pk == Device.user_pk)
-    .where(Device.token_hash == bindparam("token_hash"))
+    select(
+        _DEVICES.c.pk,
+        _DEVICES.c.device_id,
+        _DEVICES.c.user_pk,
+        _USERS.c.user_id,
+        _DEVICES.c.token_hash,
+    )
+    .join(_USERS, _USERS.c.pk == _DEVICES.c.user_pk)
+    .where(_DEVICES.c.token_hash == bindparam("token_hash"))
 )
 
 
@@ -46,7 +54,11 @@ def authenticate(dbsession: Session, token: str) -> Caller | None:
     """The active device that owns ``token``, or None."""
     if not looks_like_token(token):
         return None
-    row = dbsession.execute(_CALLER_BY_TOKEN_HASH, {"token_hash": hash_token(token)}).one_or_none()
+    row = (
+        dbsession.connection()
+        .execute(_CALLER_BY_TOKEN_HASH, {"token_hash": hash_token(token)})
+        .one_or_none()
+    )
     if row is None or not token_matches(token, row.token_hash):
         return None
     return Caller(row.pk, row.device_id, row.user_pk, row.user_id)
