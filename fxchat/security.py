@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyramid.request import RequestLocalCache
 from pyramid.security import Allowed, Denied
 
+from .models import lookup_session
 from .services.accounts import authenticate
 
 # The permission every authenticated endpoint asks for; finer rules (that
@@ -34,7 +35,8 @@ class BearerTokenSecurityPolicy:
         token = bearer_token(request)
         if token is None:
             return None
-        device = authenticate(request.dbsession, token)
+        with lookup_session(request) as dbsession:
+            device = authenticate(dbsession, token)
         if device is not None:
             request.environ["fxchat.device_id"] = device.device_id
         return device

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import sqlalchemy
 import zope.sqlalchemy
 from sqlalchemy import engine_from_config
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, configure_mappers, sessionmaker
 
-from . import sqlite
+from . import liveness, sqlite
 from .accounts import Device, User  # noqa: F401
 from .messages import Body, Copy, CopyState, IdempotencyKey, Message  # noqa: F401
 from .meta import Base  # noqa: F401
@@ -28,10 +32,10 @@ def get_engine(
     url = sqlalchemy.engine.make_url(settings[prefix + "url"])
     # hide_parameters: SQL errors end up in logs, and parameters hold token
     # hashes and message bytes.
-    options: dict = {"pool_pre_ping": True, "hide_parameters": True}
+    options: dict = {"hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         # Python's sqlite3 module begins transactions lazily and too late for
-        # us; we issue BEGIN ourselves (see _sqlite_begin).
+        # us; we issue BEGIN ourselves (see models.sqlite).
         options["connect_args"] = {
             "timeout": db_timeout,
             "isolation_level": None,
@@ -56,11 +60,21 @@ def get_engine(
     engine = engine_from_config(settings, prefix, **options)
     if engine.dialect.name == "sqlite":
         sqlite.configure(engine, sqlite_synchronous)
+    else:
+        # A connection the server closed (a restart, an idle timeout) is
+        # noticed before a request uses it, not as that request's error.
+        liveness.ping_idle_connections(engine)
     return engine
 
 
 def get_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@functools.cache
+def read_only_engine(engine: Engine) -> Engine:
+    """``engine`` for sessions that only read (made once: a request may need it)."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def get_tm_session(
@@ -69,7 +83,7 @@ def get_tm_session(
     """A session joined to ``transaction_manager``: committed or aborted with it."""
     options = {"info": {"request": request}}
     if read_only:
-        options["bind"] = session_factory.kw["bind"].execution_options(**{READ_ONLY: True})
+        options["bind"] = read_only_engine(session_factory.kw["bind"])
     dbsession = session_factory(**options)
     # A writing session always commits with its transaction: statements on
     # tables (the hot paths) would not tell zope.sqlalchemy that they wrote.
@@ -79,6 +93,29 @@ def get_tm_session(
         initial_state="active" if read_only else "changed",
     )
     return dbsession
+
+
+# Requests that only read: their session never takes SQLite's write lock.
+READING_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+
+
+@contextmanager
+def lookup_session(request) -> Iterator[Session]:
+    """The session for a request's preliminary reads (authentication).
+
+    On SQLite a writing request's own session takes the database's only write
+    lock at its first statement, so reads made before the request's real work
+    (and the validation between) would hold every other writer up: there they
+    run in a short read-only transaction of their own, like the separate
+    statements of READ COMMITTED on PostgreSQL, where the request's session
+    serves (no second connection).
+    """
+    engine = request.registry["db_engine"]
+    if request.method in READING_METHODS or engine.dialect.name != "sqlite":
+        yield request.dbsession
+        return
+    with request.registry["dbsession_factory"](bind=read_only_engine(engine)) as session:
+        yield session
 
 
 def includeme(config) -> None:
@@ -101,7 +138,7 @@ def includeme(config) -> None:
 
     def dbsession(request):
         # Reads never take SQLite's write lock.
-        read_only = request.method in ("GET", "HEAD", "OPTIONS")
+        read_only = request.method in READING_METHODS
         return get_tm_session(session_factory, request.tm, request, read_only=read_only)
 
     config.add_request_method(dbsession, reify=True)
