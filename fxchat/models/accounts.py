@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
 from .meta import Base
 
@@ -50,5 +50,3 @@ class Device(Base):
     # Pending copies in this device's queue, kept in step by every statement
     # that adds or removes one, so the queue limit costs no COUNT(*).
     queued: Mapped[int] = mapped_column(Integer, default=0)
-
-    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
