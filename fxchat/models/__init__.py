@@ -16,7 +16,7 @@ from . import liveness, sqlite
 from .accounts import Device, User  # noqa: F401
 from .messages import Body, Copy, CopyState, IdempotencyKey, Message  # noqa: F401
 from .meta import Base  # noqa: F401
-from .sqlite import READ_ONLY
+from .sqlite import ONE_READ, READ_ONLY
 
 configure_mappers()
 
@@ -71,10 +71,17 @@ def get_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+# Engines with options are made once: every request needs one.
 @functools.cache
 def read_only_engine(engine: Engine) -> Engine:
-    """``engine`` for sessions that only read (made once: a request may need it)."""
+    """``engine`` for sessions that only read."""
     return engine.execution_options(**{READ_ONLY: True})
+
+
+@functools.cache
+def one_read_engine(engine: Engine) -> Engine:
+    """``engine`` for sessions that read with one statement (SQLite: no BEGIN)."""
+    return engine.execution_options(**{READ_ONLY: True, ONE_READ: True})
 
 
 def get_tm_session(
@@ -104,7 +111,7 @@ READING_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 @contextmanager
 def lookup_session(request) -> Iterator[Session]:
-    """The session for a request's preliminary reads (authentication).
+    """The session for a request's preliminary read (authentication: one statement).
 
     On SQLite a writing request's own session takes the database's only write
     lock at its first statement, so reads made before the request's real work
@@ -117,7 +124,7 @@ def lookup_session(request) -> Iterator[Session]:
     if request.method in READING_METHODS or engine.dialect.name != "sqlite":
         yield request.dbsession
         return
-    with request.registry["dbsession_factory"](bind=read_only_engine(engine)) as session:
+    with request.registry["dbsession_factory"](bind=one_read_engine(engine)) as session:
         yield session
 
 
