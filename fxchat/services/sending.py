@@ -5,22 +5,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from ..models import Body, Copy, Device, IdempotencyKey, Message, User
+from ..models import Device, IdempotencyKey, Message, User
 from ..tokens import new_id
-from . import Conflict, LimitReached, ServiceError
+from . import Conflict, LimitReached, ServiceError, storing
 from .accounts import Caller
 from .retention import expire_copies
 
 # The hot path reads and writes through the tables: the ORM's machinery
 # (entity-aware selects, bulk inserts) costs more than the statements do.
-MESSAGES, BODIES, COPIES, DEVICES, USERS, IDEMPOTENCY_KEYS = (
+MESSAGES, DEVICES, USERS, IDEMPOTENCY_KEYS = (
     Message.__table__,
-    Body.__table__,
-    Copy.__table__,
     Device.__table__,
     User.__table__,
     IdempotencyKey.__table__,
@@ -80,8 +78,8 @@ def send(
     _reserve_queue_places(dbsession, db, device_pks, max_queued, now=now)
 
     sent = Sent(message_id=new_id(), sent_at=now, expires_at=now + ttl * 1000)
-    message_pk = db.scalar(
-        _INSERT_MESSAGE,
+    storing.store(
+        db,
         {
             "message_id": sent.message_id,
             "sender_user_pk": sender.user_pk,
@@ -91,39 +89,22 @@ def send(
             "sent_at": now,
             "expires_at": sent.expires_at,
         },
-    )
-    db.execute(
-        insert(BODIES),
-        {"message_pk": message_pk, "encrypted_message": message["encrypted_message"]},
-    )
-    db.execute(
-        insert(COPIES),
+        message["encrypted_message"],
         [
-            {
-                "message_pk": message_pk,
-                "device_pk": device_pks[(r["user"], r["device_id"])],
-                "state": 0,
-                "expires_at": sent.expires_at,
-                "encrypted_aes_key": r["encrypted_aes_key"],
-                "msg_sig": r["msg_sig"],
-                "msg_pub_key": r["msg_pub_key"],
-            }
+            (
+                device_pks[(r["user"], r["device_id"])],
+                r["encrypted_aes_key"],
+                r["msg_sig"],
+                r["msg_pub_key"],
+            )
             for r in message["recipients"]
         ],
+        # A concurrent twin of this request fails on this key; it is then
+        # retried and answered by _earlier_send.
+        None
+        if idempotency_key is None
+        else {"device_pk": sender.pk, "key": idempotency_key, "request_hash": fingerprint},
     )
-    if idempotency_key is not None:
-        # A concurrent twin of this request fails here on the primary key;
-        # the request is then retried and answered by _earlier_send.
-        db.execute(
-            insert(IDEMPOTENCY_KEYS),
-            {
-                "device_pk": sender.pk,
-                "key": idempotency_key,
-                "request_hash": fingerprint,
-                "message_pk": message_pk,
-                "created_at": now,
-            },
-        )
     return sent
 
 
@@ -186,7 +167,6 @@ _COUNT_ONE_MORE = (
     .values(queued=DEVICES.c.queued + 1)
     .returning(DEVICES.c.pk)
 )
-_INSERT_MESSAGE = insert(MESSAGES).returning(MESSAGES.c.pk)
 
 
 def _current_recipient_devices(
