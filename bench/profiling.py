@@ -59,8 +59,12 @@ FOCUS: tuple[tuple[str, re.Pattern], ...] = tuple(
         ("  idempotency lookup (_earlier_send)", r"^_earlier_send "),
         ("  recipients check (_current_recipient_devices)", r"^_current_recipient_devices "),
         ("  queue places (_reserve_queue_places)", r"^_reserve_queue_places "),
+        ("  inserts (storing.store)", r"^store \(fxchat/services/storing\.py\)"),
         ("commit (pyramid_tm -> transaction -> zope.sqlalchemy)", r"^TransactionManager\.commit "),
-        ("connection checkout (pool, pre-ping)", r"^(_ConnectionFairy\._checkout|Pool\.connect) "),
+        (
+            "connection checkout (pool, idle ping, SQLite's BEGIN)",
+            r"^(_ConnectionFairy\._checkout|Pool\.connect|Connection\._begin_impl) ",
+        ),
         ("response rendering (Pyramid JSON renderer)", r"\(pyramid/renderers\.py\)"),
         ("access log line (middleware._log)", r"^RequestMiddleware\._log "),
     )
