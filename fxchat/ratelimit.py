@@ -56,6 +56,10 @@ def rate_limited(rate_class: str):
     assert rate_class in CLASSES
 
     def validator(request, **kwargs):
+        if request.environ.get("retry.attempt", 0) > 0:
+            # pyramid_retry runs the request again after a conflict: the client
+            # sent it once, and its first attempt was counted.
+            return
         if rate_class == "register":
             identity = request.client_address
         else:

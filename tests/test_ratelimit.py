@@ -147,3 +147,28 @@ def test_unreachable_redis_answers_503_not_500(make_app):
     )
     assert response.json["status"] == "error"
     assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_a_retried_request_counts_once(make_app, storage_url, monkeypatch):
+    from sqlalchemy.exc import IntegrityError
+
+    from fxchat.services import sending
+
+    app = limited_app(make_app, storage_url, send="2/minute")
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    real_send, attempts = sending.send, []
+
+    def conflicting_once(*args, **kwargs):
+        # The first attempt meets a conflict (as with a concurrent twin of
+        # the same Idempotency-Key); pyramid_retry runs the request again.
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+        return real_send(*args, **kwargs)
+
+    monkeypatch.setattr(sending, "send", conflicting_once)
+    alice.send_to(bob)
+    assert len(attempts) == 2
+    # Counted once: one more send is still within 2/minute.
+    alice.send_to(bob)
+    assert_too_many(alice.post("/v1/messages", alice.envelope(bob), status=429))
