@@ -58,9 +58,7 @@ def test_idle_connections_closed_by_the_server_are_replaced(postgresql_app, monk
         alice.get("/v1/messages", status=200)
 
 
-def test_without_the_ping_a_dead_connection_fails_its_request_cleanly(
-    postgresql_app, monkeypatch
-):
+def test_without_the_ping_a_dead_connection_fails_its_request_cleanly(postgresql_app, monkeypatch):
     # The counterpart, which shows the test above can fail: a connection
     # reused before the idle threshold is not pinged.
     monkeypatch.setattr(liveness, "IDLE_BEFORE_PING", 3600)

@@ -4,13 +4,56 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import SmallInteger, bindparam, func, literal_column, select, text, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..encoding import b64encode, encode_cursor
 from ..models import Body, Copy, CopyState, Device, Message
 from .accounts import Caller
 from .retention import drop_unneeded_bodies
+
+# A page is hundreds of rows: the statements go through the tables on the
+# session's connection, as the ORM's machinery would cost more than the SQL.
+MESSAGES, BODIES, COPIES, DEVICES = (
+    Message.__table__,
+    Body.__table__,
+    Copy.__table__,
+    Device.__table__,
+)
+
+# Inline, not bound: the queue's indexes are partial (WHERE state = 0), and a
+# PostgreSQL plan made for any value of a parameter could not use them.
+PENDING = literal_column(str(CopyState.PENDING.value), SmallInteger)
+
+_QUEUE = (
+    select(
+        COPIES.c.pk,
+        MESSAGES.c.message_id,
+        MESSAGES.c.sender_user,
+        MESSAGES.c.sender_device_id,
+        MESSAGES.c.sent_at,
+        MESSAGES.c.expires_at,
+        MESSAGES.c.suite,
+        BODIES.c.encrypted_message,
+        COPIES.c.encrypted_aes_key,
+        COPIES.c.msg_sig,
+        COPIES.c.msg_pub_key,
+    )
+    .select_from(
+        COPIES.join(MESSAGES, MESSAGES.c.pk == COPIES.c.message_pk).join(
+            BODIES, BODIES.c.message_pk == COPIES.c.message_pk
+        )
+    )
+    .where(
+        COPIES.c.device_pk == bindparam("device_pk"),
+        COPIES.c.state == PENDING,
+        COPIES.c.expires_at > bindparam("now"),
+    )
+    .order_by(COPIES.c.pk)
+    .limit(bindparam("limit"))
+)
+_QUEUE_AFTER = _QUEUE.where(COPIES.c.pk > bindparam("after"))
 
 
 @dataclass(frozen=True)
@@ -30,46 +73,113 @@ def fetch(
     One range scan of the ``ix_copies_queue`` index, whatever the size of
     the other devices' queues; the extra row tells whether a next page exists.
     """
-    query = (
-        select(
-            Copy.pk,
-            Message.message_id,
-            Message.sender_user,
-            Message.sender_device_id,
-            Message.sent_at,
-            Message.expires_at,
-            Message.suite,
-            Body.encrypted_message,
-            Copy.encrypted_aes_key,
-            Copy.msg_sig,
-            Copy.msg_pub_key,
+    rows = (
+        dbsession.connection()
+        .execute(
+            _QUEUE if after is None else _QUEUE_AFTER,
+            {"device_pk": device.pk, "now": now, "after": after, "limit": limit + 1},
         )
-        .join(Message, Message.pk == Copy.message_pk)
-        .join(Body, Body.message_pk == Copy.message_pk)
-        .where(Copy.device_pk == device.pk, Copy.state == CopyState.PENDING, Copy.expires_at > now)
-        .order_by(Copy.pk)
-        .limit(limit + 1)
+        .all()
     )
-    if after is not None:
-        query = query.where(Copy.pk > after)
-    rows = dbsession.execute(query).all()
     has_more = len(rows) > limit
     rows = rows[:limit]
     messages = [
         {
-            "id": row.message_id,
-            "sender": {"user": row.sender_user, "device_id": row.sender_device_id},
-            "sent_at": row.sent_at,
-            "expires_at": row.expires_at,
-            "suite": row.suite,
-            "encrypted_message": b64encode(row.encrypted_message),
-            "encrypted_aes_key": b64encode(row.encrypted_aes_key),
-            "msg_sig": b64encode(row.msg_sig),
-            "msg_pub_key": b64encode(row.msg_pub_key),
+            "id": message_id,
+            "sender": {"user": sender_user, "device_id": sender_device_id},
+            "sent_at": sent_at,
+            "expires_at": expires_at,
+            "suite": suite,
+            "encrypted_message": b64encode(encrypted_message),
+            "encrypted_aes_key": b64encode(encrypted_aes_key),
+            "msg_sig": b64encode(msg_sig),
+            "msg_pub_key": b64encode(msg_pub_key),
         }
-        for row in rows
+        for (
+            _,
+            message_id,
+            sender_user,
+            sender_device_id,
+            sent_at,
+            expires_at,
+            suite,
+            encrypted_message,
+            encrypted_aes_key,
+            msg_sig,
+            msg_pub_key,
+        ) in rows
     ]
-    return Page(messages, encode_cursor(rows[-1].pk) if has_more else None)
+    return Page(messages, encode_cursor(rows[-1][0]) if has_more else None)
+
+
+# Acknowledging locks the caller's pending copies among the ids, and their
+# messages: locking the messages serialises two devices acknowledging the
+# same message, so the last of them sees that no copy is pending and drops
+# the body. Each id is looked up by key: at most 500 lookups, however long
+# the queue and large the tables.
+
+# PostgreSQL's default costs prefer hashing tables of up to some 100,000 rows
+# to 500 lookups by key, at several times the cost: the lateral subqueries
+# make it look up each id in turn, locking the copy, then the message, in the
+# order of the (sorted) ids, so that two acknowledgements never deadlock.
+# Lists travel as comma-separated text (ids are URL-safe, mac_keys in hex):
+# psycopg adapts a list item by item in Python, at several times the cost.
+_ACKABLE_POSTGRESQL = text(
+    f"""
+    SELECT m.message_id, c.pk, m.pk
+    FROM unnest(string_to_array(:ids, ',')) AS acked (id)
+    CROSS JOIN LATERAL (
+        SELECT copies.pk, copies.message_pk
+        FROM messages JOIN copies ON copies.message_pk = messages.pk
+        WHERE messages.message_id = acked.id AND copies.device_pk = :device_pk
+            AND copies.state = {CopyState.PENDING.value} AND copies.expires_at > :now
+        FOR UPDATE OF copies
+    ) AS c
+    CROSS JOIN LATERAL (
+        SELECT messages.pk, messages.message_id FROM messages WHERE messages.pk = c.message_pk
+        FOR UPDATE
+    ) AS m
+    """
+)
+# The second condition on copies.pk, implied by the first, is what makes
+# PostgreSQL look the copies up by key rather than hash the whole table.
+_ACK_POSTGRESQL = text(
+    f"""
+    UPDATE copies SET state = {CopyState.ACKED.value}, acked_at = :now,
+        mac_key = decode(acked.mac_key, 'hex'),
+        encrypted_aes_key = NULL, msg_sig = NULL, msg_pub_key = NULL
+    FROM unnest(
+        string_to_array(:copy_pks, ',')::bigint[], string_to_array(:mac_keys, ',', '')
+    ) AS acked (pk, mac_key)
+    WHERE copies.pk = acked.pk AND copies.pk = ANY(string_to_array(:copy_pks, ',')::bigint[])
+    """
+)
+
+# SQLite runs one writer at a time (models/sqlite.py): no row locks. Without
+# statistics, it takes "device_pk = ?" to pick out a few rows and would scan
+# the whole queue for the ids: likely() makes it look up each id instead.
+_ACKABLE_SQLITE = (
+    select(MESSAGES.c.message_id, COPIES.c.pk, MESSAGES.c.pk)
+    .select_from(COPIES.join(MESSAGES, MESSAGES.c.pk == COPIES.c.message_pk))
+    .where(
+        MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)),
+        func.likely(COPIES.c.device_pk == bindparam("device_pk")),
+        COPIES.c.state == PENDING,
+        COPIES.c.expires_at > bindparam("now"),
+    )
+)
+# Straight to the driver: a Core executemany processes each row's parameters
+# in Python, which costs more than SQLite's own work.
+_ACK_SQLITE = (
+    f"UPDATE copies SET state = {CopyState.ACKED.value}, acked_at = ?, mac_key = ?,"
+    " encrypted_aes_key = NULL, msg_sig = NULL, msg_pub_key = NULL WHERE pk = ?"
+)
+
+_COUNT_FEWER_QUEUED = (
+    update(DEVICES)
+    .where(DEVICES.c.pk == bindparam("device_pk"))
+    .values(queued=DEVICES.c.queued - bindparam("fewer"))
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +196,7 @@ def acknowledge(dbsession: Session, device: Caller, acks: list[dict], *, now: in
 
     Touches only the calling device's copies; ids not pending in its queue
     (unknown, another device's, already acknowledged, expired) are "unknown".
+    Ids are opaque ids (schemas.types.OPAQUE_ID).
     """
     mac_keys: dict[str, bytes | None] = {}
     for ack in acks:
@@ -94,46 +205,57 @@ def acknowledge(dbsession: Session, device: Caller, acks: list[dict], *, now: in
             mac_keys[ack["id"]] = ack["mac_key"]
     if not mac_keys:
         return AckResult([], [])
+    db = dbsession.connection()
+    if db.dialect.name == "postgresql":
+        acked_messages = _ack_postgresql(db, device.pk, mac_keys, now=now)
+    else:
+        acked_messages = _ack_sqlite(db, device.pk, mac_keys, now=now)
+    if acked_messages:
+        db.execute(_COUNT_FEWER_QUEUED, {"device_pk": device.pk, "fewer": len(acked_messages)})
+        drop_unneeded_bodies(dbsession, list(acked_messages.values()))
+    acked = [message_id for message_id in mac_keys if message_id in acked_messages]
+    unknown = [message_id for message_id in mac_keys if message_id not in acked_messages]
+    return AckResult(acked, unknown)
+
+
+def _ack_postgresql(
+    db: Connection, device_pk: int, mac_keys: dict[str, bytes | None], *, now: int
+) -> dict[str, int]:
+    """Acknowledge the device's pending copies among ``mac_keys``; their message pks by id."""
+    ids = sorted(mac_keys)
+    if any("," in message_id for message_id in ids):
+        raise ValueError("message ids are opaque ids, without commas")
     pending = {
         message_id: (copy_pk, message_pk)
-        for message_id, copy_pk, message_pk in dbsession.execute(
-            select(Message.message_id, Copy.pk, Message.pk)
-            .join(Message, Message.pk == Copy.message_pk)
-            .where(
-                Message.message_id.in_(mac_keys),
-                Copy.device_pk == device.pk,
-                Copy.state == CopyState.PENDING,
-                Copy.expires_at > now,
-            )
-            # Locking the messages too serialises two devices acknowledging the
-            # same message, so the last of them sees that no copy is pending.
-            .order_by(Message.pk)
-            .with_for_update(of=[Copy, Message])
+        for message_id, copy_pk, message_pk in db.execute(
+            _ACKABLE_POSTGRESQL, {"ids": ",".join(ids), "device_pk": device_pk, "now": now}
         )
     }
     if pending:
-        dbsession.execute(
-            update(Copy),
-            [
-                {
-                    "pk": copy_pk,
-                    "state": CopyState.ACKED,
-                    "acked_at": now,
-                    "mac_key": mac_keys[message_id],
-                    "encrypted_aes_key": None,
-                    "msg_sig": None,
-                    "msg_pub_key": None,
-                }
-                for message_id, (copy_pk, _) in pending.items()
-            ],
+        db.execute(
+            _ACK_POSTGRESQL,
+            {
+                "now": now,
+                "copy_pks": ",".join(str(copy_pk) for copy_pk, _ in pending.values()),
+                "mac_keys": ",".join((mac_keys[message_id] or b"").hex() for message_id in pending),
+            },
         )
-        dbsession.execute(
-            update(Device)
-            .where(Device.pk == device.pk)
-            .values(queued=Device.queued - len(pending))
-            .execution_options(synchronize_session=False)
+    return {message_id: message_pk for message_id, (_, message_pk) in pending.items()}
+
+
+def _ack_sqlite(
+    db: Connection, device_pk: int, mac_keys: dict[str, bytes | None], *, now: int
+) -> dict[str, int]:
+    """Acknowledge the device's pending copies among ``mac_keys``; their message pks by id."""
+    pending = {
+        message_id: (copy_pk, message_pk)
+        for message_id, copy_pk, message_pk in db.execute(
+            _ACKABLE_SQLITE, {"ids": list(mac_keys), "device_pk": device_pk, "now": now}
         )
-        drop_unneeded_bodies(dbsession, [message_pk for _, message_pk in pending.values()])
-    acked = [message_id for message_id in mac_keys if message_id in pending]
-    unknown = [message_id for message_id in mac_keys if message_id not in pending]
-    return AckResult(acked, unknown)
+    }
+    if pending:
+        db.exec_driver_sql(
+            _ACK_SQLITE,
+            [(now, mac_keys[message_id], copy_pk) for message_id, (copy_pk, _) in pending.items()],
+        )
+    return {message_id: message_pk for message_id, (_, message_pk) in pending.items()}

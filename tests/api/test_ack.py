@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import colander
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from sqlalchemy import event
+
+from fxchat.models import CopyState
+from fxchat.schemas.messages import AckSchema
+from fxchat.settings import Settings
 
 from ..conftest import b64, register
 from .checks import START_MS, bad_encodings, count, error_body, rows
@@ -172,3 +185,165 @@ def test_ack_makes_room_in_a_full_queue(make_app):
     alice.post("/v1/messages", alice.envelope(bob), status=409)
     bob.ack(msg_id)
     alice.send_to(bob)
+
+
+def test_a_full_ack_mixing_every_kind_of_id(clock, app, alice, bob):
+    """500 entries: pending, repeated, unknown, expired, already acknowledged, someone else's."""
+    carol = register(app, "carol@example.com")
+    expiring = [alice.send_to(bob, ttl=60) for _ in range(3)]
+    pending = [alice.send_to(bob) for _ in range(300)]
+    carols = [alice.send_to(carol) for _ in range(3)]
+    already = pending[:10]
+    bob.ack(*already)
+    clock.advance(61)
+    keys = {msg_id: os.urandom(32) for msg_id in pending}
+    entries = [
+        {"id": msg_id} if n % 7 == 0 else {"id": msg_id, "mac_key": b64(keys[msg_id])}
+        for n, msg_id in enumerate(pending)
+    ]
+    # Repeated ids: after one without a mac_key, the later mac_key is kept;
+    # after one with a mac_key, a later one is ignored.
+    entries += [{"id": msg_id, "mac_key": b64(os.urandom(32))} for msg_id in pending[10:90]]
+    entries += [{"id": msg_id} for msg_id in expiring + carols]
+    entries += [{"id": f"no-such-message-{n}"} for n in range(500 - len(entries))]
+    random.Random(1).shuffle(entries)
+    assert len(entries) == 500
+
+    answer = ack(bob, *entries).json
+
+    order = list(dict.fromkeys(entry["id"] for entry in entries))
+    acknowledged = set(pending) - set(already)
+    assert answer == {
+        "acked": [i for i in order if i in acknowledged],
+        "unknown": [i for i in order if i not in acknowledged],
+    }
+    first_key = {}
+    for entry in entries:
+        if entry["id"] in acknowledged and first_key.get(entry["id"]) is None:
+            first_key[entry["id"]] = entry.get("mac_key")
+    assert stored_mac_keys(app, bob) == {
+        **{msg_id: None for msg_id in already},
+        **{msg_id: key and unb64(key) for msg_id, key in first_key.items()},
+    }
+    assert bob.inbox() == []
+    assert [m["id"] for m in carol.inbox()] == carols
+    # Expired copies keep their queue places until the purge sweeps them.
+    assert queued(app) == {
+        alice.device_id: 0,
+        bob.device_id: len(expiring),
+        carol.device_id: len(carols),
+    }
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def stored_mac_keys(app, device) -> dict[str, bytes | None]:
+    """The mac_key of each of the device's acknowledged copies, by message id."""
+    device_pk = {d["device_id"]: d["pk"] for d in rows(app, "devices")}[device.device_id]
+    message_ids = {m["pk"]: m["message_id"] for m in rows(app, "messages")}
+    return {
+        message_ids[c["message_pk"]]: c["mac_key"]
+        for c in rows(app, "copies")
+        if c["device_pk"] == device_pk and c["state"] == CopyState.ACKED
+    }
+
+
+def queued(app) -> dict[str, int]:
+    """Each device's count of pending copies, as the devices table keeps it."""
+    return {d["device_id"]: d["queued"] for d in rows(app, "devices")}
+
+
+def ack_at_once(app, *requests):
+    """Send each (device, ids) acknowledgement from its own thread, all at once.
+
+    Each request, once it has marked copies acknowledged, waits up to a second
+    for the others to get as far: only a request that takes no lock the
+    others hold can, so without the locks the requests would interleave.
+    """
+    started, marked = (
+        threading.Barrier(len(requests)),
+        threading.Barrier(len(requests), timeout=1.0),
+    )
+
+    def wait_for_the_others(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("UPDATE copies"):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                marked.wait()
+
+    def send(device, ids):
+        started.wait()
+        return device.ack(*ids)
+
+    engine = app.app.registry["db_engine"]
+    event.listen(engine, "after_cursor_execute", wait_for_the_others)
+    try:
+        with ThreadPoolExecutor(len(requests)) as pool:
+            futures = [pool.submit(send, device, ids) for device, ids in requests]
+            return [future.result() for future in futures]
+    finally:
+        event.remove(engine, "after_cursor_execute", wait_for_the_others)
+
+
+def test_two_devices_acknowledging_the_same_messages_at_once_drop_every_body(app, alice, bob):
+    phone = bob.add_device()
+    ids = [alice.send_to(bob, phone) for _ in range(50)]
+    answers = ack_at_once(app, (bob, ids), (phone, ids))
+    assert answers == [{"acked": ids, "unknown": []}] * 2
+    # Whichever finished last saw no copy pending, and dropped the bodies.
+    assert count(app, "bodies") == 0
+    assert count(app, "messages") == len(ids)
+
+
+def test_one_device_acknowledging_twice_at_once_acknowledges_each_message_once(app, alice, bob):
+    ids = [alice.send_to(bob) for _ in range(50)]
+    first, second = ack_at_once(app, (bob, ids), (bob, ids[::-1]))
+    assert sorted(first["acked"] + second["acked"]) == sorted(ids)
+    assert sorted(first["unknown"]) == sorted(second["acked"])
+    assert queued(app)[bob.device_id] == 0
+    assert count(app, "bodies") == 0
+
+
+ACK_ENTRY = AckSchema().bind(settings=Settings())["acks"].children[0]
+json_values = st.one_of(
+    st.none(),
+    st.integers(),
+    st.booleans(),
+    st.text(max_size=70),
+    st.lists(st.integers(), max_size=2),
+)
+message_ids = st.one_of(st.from_regex(r"[A-Za-z0-9_-]{1,66}", fullmatch=True), json_values)
+mac_keys = st.one_of(
+    st.none(),
+    st.binary(min_size=31, max_size=33).map(b64),
+    st.from_regex(r"[A-Za-z0-9_+/=-]{42,44}", fullmatch=True),
+    json_values,
+)
+
+
+@given(
+    st.one_of(
+        st.fixed_dictionaries(
+            {"id": message_ids}, optional={"mac_key": mac_keys, "x": json_values}
+        ),
+        st.dictionaries(st.sampled_from(["mac_key", "x"]), mac_keys),
+        json_values,
+    )
+)
+@example({"id": "a", "mac_key": ""})
+@example({"id": "a", "mac_key": 0})
+@example({"id": "a", "mac_key": False})
+@example({"id": "a", "mac_key": b64(bytes(32))[:-1] + "B"})  # non-canonical
+@example({"id": "a\n"})
+def test_an_ack_entry_validates_as_its_schema_nodes_say(entry):
+    """The entry's shortcut for well-formed entries gives what colander's nodes give."""
+
+    def outcome(deserialize):
+        try:
+            return "valid", deserialize(entry)
+        except colander.Invalid as invalid:
+            return "invalid", invalid.asdict()
+
+    expected = outcome(lambda e: colander.SchemaNode.deserialize(ACK_ENTRY, e))
+    assert outcome(ACK_ENTRY.deserialize) == expected

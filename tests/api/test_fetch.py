@@ -233,3 +233,19 @@ def test_body_bytes_come_back_unchanged(alice, bob):
     alice.send_to(bob, message=message)
     [item] = bob.inbox()
     assert item["encrypted_message"] == b64(message)
+
+
+@pytest.mark.parametrize("size", [28, 29, 30, 1024])
+def test_bodies_of_every_length_come_back_unchanged(alice, bob, size):
+    # Lengths of each remainder modulo 3: base64url pads none, one or two.
+    message = os.urandom(size)
+    alice.send_to(bob, message=message)
+    [item] = bob.inbox()
+    assert item["encrypted_message"] == b64(message)
+
+
+def test_a_cursor_at_the_start_pages_from_the_oldest(alice, bob):
+    sent = [alice.send_to(bob) for _ in range(3)]
+    page = bob.get("/v1/messages", params={"limit": "2", "after": "c1.0"}).json
+    assert ids(page) == sent[:2]
+    assert ids(bob.get("/v1/messages", params={"after": page["next"]}).json) == sent[2:]
