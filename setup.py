@@ -13,6 +13,7 @@ requires = [
     "cornice_swagger>=1.0",
     "cryptography>=42",
     "limits>=3.13",
+    "orjson>=3.9",
     "plaster_pastedeploy",
     "psycopg[binary]>=3.1",
     "pyramid>=2.0",

