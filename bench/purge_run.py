@@ -27,7 +27,12 @@ def _timed(function, steps: dict, name: str):
         )
         step["seconds"] += elapsed
         step["batches"] += 1
-        step["rows"] += done
+        if not isinstance(done, int):  # retention.DeletedMessages
+            # Rows are messages; their copies still pending are counted apart.
+            step["rows"] += done.messages
+            step["pending_copies"] = step.get("pending_copies", 0) + done.pending_copies
+        else:
+            step["rows"] += done
         step["slowest_batch_s"] = max(step["slowest_batch_s"], elapsed)
         # Progress, so that a purge stopped at the time bound still tells its rate.
         print(json.dumps({"progress": steps}), flush=True)

@@ -464,7 +464,9 @@ class DatabaseRun:
                 "finished": False,
                 "seconds": round(purge_s, 1),
                 "steps": steps,
-                "expired_copies": steps.get("expire_copies", {}).get("rows", 0),
+                # Pending copies of messages past retention are deleted outright.
+                "expired_copies": steps.get("expire_copies", {}).get("rows", 0)
+                + steps.get("delete_old_messages", {}).get("pending_copies", 0),
             }
         else:
             report = {"error": (stderr or stdout).strip()[-1000:]}

@@ -12,35 +12,106 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
-import transaction
 from pyramid.events import NewRequest
+from sqlalchemy import event
 
-from .models import get_tm_session
-from .services.retention import purge
+from .models import get_engine, get_session_factory
+from .services.retention import Pace, PurgeReport, purge
 
 logger = logging.getLogger(__name__)
 
+# How hard a purge pushes on each database (docs/operations.rst, "Purging").
+PACES = {
+    # One writer at a time: batches short enough that a send waiting for one
+    # is not held up for long, and a rest after each (half as long, and at
+    # least the checkpoint) in which the writers queued behind it go first.
+    "sqlite": Pace(batch_seconds=0.005, rest=0.5, first_batch=20),
+    # Row locks: a send waits for a batch only if they share a device; the
+    # rest leaves it the processors and the WAL it shares with the purge.
+    "postgresql": Pace(batch_seconds=0.2, rest=0.5, first_batch=100),
+}
+# On SQLite, the shortest rest: time for a writer waiting on the lock to take it.
+HANDOVER_SECONDS = 0.001
 
-def run_purge(registry, *, now: int | None = None):
-    """One full purge with the registry's database and settings."""
+
+def run_purge(
+    registry,
+    *,
+    now: int | None = None,
+    pace: Pace | None = None,
+    wait: Callable[[float], object] = time.sleep,
+) -> PurgeReport:
+    """One full purge with the registry's database and settings.
+
+    ``wait(seconds)`` rests between batches; a true answer stops the purge.
+    """
     settings = registry.fxchat
-    session_factory = registry["dbsession_factory"]
+    engine = registry["db_engine"]
+    if pace is None:
+        pace = PACES.get(engine.dialect.name, Pace())
+    with _purging_sessions(registry) as (session_factory, rest):
 
-    @contextmanager
-    def one_transaction():
-        manager = transaction.TransactionManager(explicit=True)
-        with manager:
-            yield get_tm_session(session_factory, manager)
+        @contextmanager
+        def one_transaction():
+            with session_factory() as dbsession, dbsession.begin():
+                yield dbsession
 
-    return purge(
-        one_transaction,
-        now=now if now is not None else int(time.time() * 1000),
-        receipt_retention=settings.receipt_retention,
-        idempotency_window=settings.idempotency_window,
-        batch_size=settings.purge_batch_size,
+        return purge(
+            one_transaction,
+            now=now if now is not None else int(time.time() * 1000),
+            receipt_retention=settings.receipt_retention,
+            idempotency_window=settings.idempotency_window,
+            batch_size=settings.purge_batch_size,
+            pace=pace,
+            wait=lambda seconds: rest(seconds, wait),
+        )
+
+
+@contextmanager
+def _purging_sessions(registry):
+    """A session factory for the purge, and how to rest between its batches."""
+    engine = registry["db_engine"]
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        yield registry["dbsession_factory"], lambda seconds, wait: wait(seconds)
+        return
+    # SQLite: connections of the purge's own, which leave copying the WAL into
+    # the database file (checkpointing) to the rests between batches, outside
+    # the write lock. Otherwise the commit that takes the WAL past its limit
+    # does it while holding the lock, and it is often a send's.
+    purging = get_engine(
+        {"sqlalchemy.url": engine.url.render_as_string(hide_password=False)},
+        db_timeout=registry.fxchat.db_timeout,
+        sqlite_synchronous=registry.fxchat.sqlite_synchronous,
     )
+
+    @event.listens_for(purging, "connect")
+    def _connect(dbapi_connection, record):
+        dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint() -> None:
+        # On the driver's connection: SQLAlchemy's would begin a transaction,
+        # and so take the write lock, first.
+        connection = purging.raw_connection()
+        try:
+            connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            connection.close()
+
+    def rest(seconds: float, wait) -> object:
+        started = time.perf_counter()
+        checkpoint()
+        return wait(max(seconds - (time.perf_counter() - started), HANDOVER_SECONDS))
+
+    try:
+        yield get_session_factory(purging), rest
+    finally:
+        try:
+            checkpoint()
+        finally:
+            purging.dispose()
 
 
 class Purger:
@@ -67,7 +138,7 @@ class Purger:
     def _loop(self) -> None:
         while not self.stopping.wait(self.interval):
             try:
-                report = run_purge(self.registry)
+                report = run_purge(self.registry, wait=self.stopping.wait)
                 if any(report.as_json().values()):
                     logger.info("purged", extra={"fields": report.as_json()})
             except Exception:

@@ -1,4 +1,4 @@
-"""Retention (PROTOCOL.md §3.6): expire copies, drop bodies, purge old receipts.
+"""Retention (PROTOCOL.md §3.6): purge old receipts, expire copies, drop bodies.
 
 Everything is done in small batches, each its own transaction, so that a
 purge never holds locks for long and can be interrupted at any point
@@ -8,17 +8,101 @@ without harm: every step is idempotent and picks up where it stopped.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, exists, select, tuple_, update
+from sqlalchemy import (
+    SmallInteger,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..models import Body, Copy, CopyState, Device, IdempotencyKey, Message
 
 logger = logging.getLogger(__name__)
+
+# Set-based statements through the tables: the ORM's bulk update by primary
+# key runs one UPDATE per row.
+MESSAGES, BODIES, COPIES, DEVICES, IDEMPOTENCY_KEYS = (
+    Message.__table__,
+    Body.__table__,
+    Copy.__table__,
+    Device.__table__,
+    IdempotencyKey.__table__,
+)
+
+
+def _expanding(name: str):
+    return bindparam(name, expanding=True)
+
+
+# Inline, not bound: the expiry sweep's index is partial (WHERE state = 0), and
+# a PostgreSQL plan made for any value of a parameter could not use it.
+_PENDING = literal_column(str(CopyState.PENDING.value), SmallInteger)
+
+
+# The statements of the purge, built once.
+_EXPIRED_COPIES = (
+    select(COPIES.c.pk, COPIES.c.device_pk, COPIES.c.message_pk)
+    .where(COPIES.c.state == _PENDING, COPIES.c.expires_at <= bindparam("now"))
+    .order_by(COPIES.c.expires_at)
+    .limit(bindparam("size"))
+    # Concurrent sweeps share the work.
+    .with_for_update(skip_locked=True)
+)
+_EXPIRED_COPIES_OF_DEVICES = _EXPIRED_COPIES.where(COPIES.c.device_pk.in_(_expanding("device_pks")))
+_EXPIRE = (
+    update(COPIES)
+    .where(COPIES.c.pk.in_(_expanding("copy_pks")))
+    .values(state=CopyState.EXPIRED, encrypted_aes_key=None, msg_sig=None, msg_pub_key=None)
+)
+_COUNT_FEWER_QUEUED = (
+    update(DEVICES)
+    .where(DEVICES.c.pk == bindparam("device_pk"))
+    .values(queued=DEVICES.c.queued - bindparam("fewer"))
+)
+_OLD_MESSAGES = (
+    select(MESSAGES.c.pk)
+    .where(MESSAGES.c.expires_at <= bindparam("before"))
+    .order_by(MESSAGES.c.expires_at)
+    .limit(bindparam("size"))
+    # Concurrent purges share the work; a message being acknowledged waits.
+    .with_for_update(skip_locked=True)
+)
+_OF_THE_MESSAGES = COPIES.c.message_pk.in_(_expanding("message_pks"))
+# SQLite: one statement for every device, cheaper than one per device.
+_PENDING_PER_DEVICE = (
+    select(COPIES.c.device_pk, func.count().label("fewer"))
+    .where(_OF_THE_MESSAGES, COPIES.c.state == _PENDING)
+    .group_by(COPIES.c.device_pk)
+    .subquery()
+)
+_COUNT_FEWER_QUEUED_FOR_MESSAGES = (
+    update(DEVICES)
+    .where(DEVICES.c.pk == _PENDING_PER_DEVICE.c.device_pk)
+    .values(queued=DEVICES.c.queued - _PENDING_PER_DEVICE.c.fewer)
+)
+_DELETE_PENDING_COPIES = delete(COPIES).where(_OF_THE_MESSAGES, COPIES.c.state == _PENDING)
+_DELETE_COPIES = delete(COPIES).where(_OF_THE_MESSAGES)
+# PostgreSQL: RETURNING gives the state each copy had when it was deleted, after
+# any concurrent expiry of it by a send's sweep.
+_DELETE_COPIES_RETURNING_STATE = _DELETE_COPIES.returning(COPIES.c.device_pk, COPIES.c.state)
+_DELETE_IDEMPOTENCY_KEYS = delete(IDEMPOTENCY_KEYS).where(
+    IDEMPOTENCY_KEYS.c.message_pk.in_(_expanding("message_pks"))
+)
+_DELETE_BODIES = delete(BODIES).where(BODIES.c.message_pk.in_(_expanding("message_pks")))
+_DELETE_MESSAGES = delete(MESSAGES).where(MESSAGES.c.pk.in_(_expanding("message_pks")))
 
 
 @dataclass
@@ -36,6 +120,27 @@ class PurgeReport:
         }
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How hard a purge pushes against the requests served meanwhile.
+
+    Batches start at ``first_batch`` rows and are then sized so that each
+    transaction lasts about ``batch_seconds`` (never more rows than the batch
+    size given), and after each one the purge rests ``rest`` times as long as
+    the batch took, so that the writers that queued behind it go first.
+    """
+
+    batch_seconds: float | None = None  # None: always the full batch size
+    rest: float = 0.0
+    first_batch: int = 100
+
+
+@dataclass(frozen=True)
+class DeletedMessages:
+    messages: int
+    pending_copies: int  # copies deleted before they were acknowledged or expired
+
+
 def purge(
     transaction: Callable[[], AbstractContextManager[Session]],
     *,
@@ -43,37 +148,64 @@ def purge(
     receipt_retention: int,
     idempotency_window: int,
     batch_size: int,
+    pace: Pace = Pace(),
+    wait: Callable[[float], object] = time.sleep,
 ) -> PurgeReport:
     """Run every retention step until nothing is left to do.
 
     ``transaction()`` gives a context manager yielding a session whose work is
-    committed when the block ends.
+    committed when the block ends. ``wait(seconds)`` rests between batches; a
+    true answer stops the purge there (the next purge goes on from there).
     """
     report = PurgeReport()
-    steps = (
-        ("expired_copies", lambda s: expire_copies(s, now=now, batch_size=batch_size)),
-        (
-            "deleted_messages",
-            lambda s: delete_old_messages(
-                s, before=now - receipt_retention * 1000, batch_size=batch_size
-            ),
-        ),
-        (
-            "deleted_idempotency_keys",
-            lambda s: forget_idempotency_keys(
-                s, before=now - idempotency_window * 1000, batch_size=batch_size
-            ),
-        ),
-    )
-    for name, step in steps:
+
+    def delete_messages(dbsession: Session, size: int) -> int:
+        deleted = delete_old_messages(
+            dbsession, before=now - receipt_retention * 1000, batch_size=size
+        )
+        report.deleted_messages += deleted.messages
+        # Pending copies of messages past their retention were long expired:
+        # deleting them is their expiry.
+        report.expired_copies += deleted.pending_copies
+        return deleted.messages
+
+    def expire(dbsession: Session, size: int) -> int:
+        done = expire_copies(dbsession, now=now, batch_size=size)
+        report.expired_copies += done
+        return done
+
+    def forget_keys(dbsession: Session, size: int) -> int:
+        done = forget_idempotency_keys(
+            dbsession, before=now - idempotency_window * 1000, batch_size=size
+        )
+        report.deleted_idempotency_keys += done
+        return done
+
+    # Deleting first: what is past its receipt retention is deleted outright,
+    # not first expired (a write of every row) and deleted afterwards.
+    for step in (delete_messages, expire, forget_keys):
+        size = batch_size if pace.batch_seconds is None else min(pace.first_batch, batch_size)
         while True:
             with transaction() as dbsession:
-                done = step(dbsession)
+                # Timed from when the write lock is held, where there is one.
+                dbsession.connection()
+                started = time.perf_counter()
+                done = step(dbsession, size)
+            took = time.perf_counter() - started
             report.batches += 1
-            setattr(report, name, getattr(report, name) + done)
-            if done < batch_size:
+            if done < size:
                 break
+            if wait(took * pace.rest):
+                return report
+            if pace.batch_seconds is not None:
+                size = _next_batch_size(size, took, pace.batch_seconds, batch_size)
     return report
+
+
+def _next_batch_size(size: int, took: float, target: float, largest: int) -> int:
+    """The size that should take ``target`` seconds, at most twice or a quarter of the last."""
+    wanted = size * target / max(took, 1e-6)
+    return max(1, min(largest, size * 2, max(size // 4, int(wanted))))
 
 
 def expire_copies(
@@ -83,42 +215,29 @@ def expire_copies(
 
     ``device_pks`` limits the sweep to those devices' queues.
     """
-    query = (
-        select(Copy.pk, Copy.device_pk, Copy.message_pk)
-        .where(Copy.state == CopyState.PENDING, Copy.expires_at <= now)
-        .order_by(Copy.expires_at)
-        .limit(batch_size)
-        .with_for_update(skip_locked=True)
-    )
+    params = {"now": now, "size": batch_size}
     if device_pks:
-        query = query.where(Copy.device_pk.in_(device_pks))
-    rows = dbsession.execute(query).all()
+        query, params["device_pks"] = _EXPIRED_COPIES_OF_DEVICES, list(device_pks)
+    else:
+        query = _EXPIRED_COPIES
+    connection = dbsession.connection()
+    rows = connection.execute(query, params).all()
     if not rows:
         return 0
-    dbsession.execute(
-        update(Copy),
-        [
-            {
-                "pk": pk,
-                "state": CopyState.EXPIRED,
-                "encrypted_aes_key": None,
-                "msg_sig": None,
-                "msg_pub_key": None,
-            }
-            for pk, _, _ in rows
-        ],
-    )
-    per_device = Counter(device_pk for _, device_pk, _ in rows)
-    # In primary-key order, like sends, so the two never deadlock.
-    for device_pk, count in sorted(per_device.items()):
-        dbsession.execute(
-            update(Device)
-            .where(Device.pk == device_pk)
-            .values(queued=Device.queued - count)
-            .execution_options(synchronize_session=False)
-        )
+    # Locked (FOR UPDATE), so still pending.
+    connection.execute(_EXPIRE, {"copy_pks": [pk for pk, _, _ in rows]})
+    _count_fewer_queued(connection, Counter(device_pk for _, device_pk, _ in rows))
     drop_unneeded_bodies(dbsession, [message_pk for _, _, message_pk in rows])
     return len(rows)
+
+
+def _count_fewer_queued(connection: Connection, per_device: Counter) -> None:
+    # In primary-key order, like sends, so the two never deadlock.
+    if per_device:
+        connection.execute(
+            _COUNT_FEWER_QUEUED,
+            [{"device_pk": pk, "fewer": fewer} for pk, fewer in sorted(per_device.items())],
+        )
 
 
 def drop_unneeded_bodies(dbsession: Session, message_pks: list[int]) -> int:
@@ -140,30 +259,46 @@ def drop_unneeded_bodies(dbsession: Session, message_pks: list[int]) -> int:
     return result.rowcount
 
 
-def delete_old_messages(dbsession: Session, *, before: int, batch_size: int) -> int:
-    """Delete messages whose receipt retention has passed, with their copies."""
-    message_pks = dbsession.scalars(
-        select(Message.pk).where(Message.expires_at <= before).limit(batch_size)
-    ).all()
-    if message_pks:
-        # Children first: not every database cascades.
-        dbsession.execute(delete(IdempotencyKey).where(IdempotencyKey.message_pk.in_(message_pks)))
-        dbsession.execute(delete(Copy).where(Copy.message_pk.in_(message_pks)))
-        dbsession.execute(delete(Body).where(Body.message_pk.in_(message_pks)))
-        dbsession.execute(delete(Message).where(Message.pk.in_(message_pks)))
-    return len(message_pks)
+def delete_old_messages(dbsession: Session, *, before: int, batch_size: int) -> DeletedMessages:
+    """Delete messages whose receipt retention has passed, with their copies and bodies.
+
+    Copies still pending (never expired by the purge) are deleted too, and no
+    longer count in their device's queue.
+    """
+    connection = dbsession.connection()
+    message_pks = connection.scalars(_OLD_MESSAGES, {"before": before, "size": batch_size}).all()
+    if not message_pks:
+        return DeletedMessages(0, 0)
+    params = {"message_pks": message_pks}
+    per_device = Counter()
+    # Children first: not every database cascades.
+    if connection.dialect.name == "sqlite":
+        # One writer at a time: nothing changes between counting and deleting.
+        connection.execute(_COUNT_FEWER_QUEUED_FOR_MESSAGES, params)
+        pending = connection.execute(_DELETE_PENDING_COPIES, params).rowcount
+        connection.execute(_DELETE_COPIES, params)
+    else:
+        deleted = connection.execute(_DELETE_COPIES_RETURNING_STATE, params).all()
+        per_device.update(device_pk for device_pk, state in deleted if state == CopyState.PENDING)
+        pending = per_device.total()
+    connection.execute(_DELETE_IDEMPOTENCY_KEYS, params)
+    connection.execute(_DELETE_BODIES, params)
+    connection.execute(_DELETE_MESSAGES, params)
+    # Last, so that the devices' rows, which sends lock, are held the shortest.
+    _count_fewer_queued(connection, per_device)
+    return DeletedMessages(len(message_pks), pending)
 
 
 def forget_idempotency_keys(dbsession: Session, *, before: int, batch_size: int) -> int:
     keys = dbsession.execute(
-        select(IdempotencyKey.device_pk, IdempotencyKey.key)
-        .where(IdempotencyKey.created_at <= before)
+        select(IDEMPOTENCY_KEYS.c.device_pk, IDEMPOTENCY_KEYS.c.key)
+        .where(IDEMPOTENCY_KEYS.c.created_at <= before)
         .limit(batch_size)
     ).all()
     if keys:
         dbsession.execute(
-            delete(IdempotencyKey).where(
-                tuple_(IdempotencyKey.device_pk, IdempotencyKey.key).in_(keys)
+            delete(IDEMPOTENCY_KEYS).where(
+                tuple_(IDEMPOTENCY_KEYS.c.device_pk, IDEMPOTENCY_KEYS.c.key).in_(keys)
             )
         )
     return len(keys)

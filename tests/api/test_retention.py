@@ -6,24 +6,51 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import webtest
 
 from fxchat import main
+from fxchat.models import CopyState
 from fxchat.purger import run_purge
+from fxchat.services.retention import Pace
 
 from .. import databases
 from ..conftest import TEST_SETTINGS, register
-from .checks import DAY, START_MS, count, error_body, freeze_clock, rows, stored_counts
+from .checks import (
+    DAY,
+    NOTHING_STORED,
+    START_MS,
+    count,
+    error_body,
+    freeze_clock,
+    rows,
+    stored_counts,
+)
 
 HOUR_MS = 3_600_000
 DAY_MS = DAY * 1000
 RETENTION_MS = 7 * DAY_MS  # receipt_retention default
 
 
-def purge(app, at_ms: int) -> dict:
-    return run_purge(app.app.registry, now=at_ms).as_json()
+def purge(app, at_ms: int, **kw) -> dict:
+    return run_purge(app.app.registry, now=at_ms, **kw).as_json()
+
+
+def queue_counters(app) -> dict[str, tuple[int, int]]:
+    """Each device's (queued, pending copies): the counter sends trust, and what it counts."""
+    pending = Counter(
+        c["device_pk"] for c in rows(app, "copies") if c["state"] == CopyState.PENDING
+    )
+    return {d["device_id"]: (d["queued"], pending[d["pk"]]) for d in rows(app, "devices")}
+
+
+def assert_queue_counters_exact(app) -> None:
+    counters = queue_counters(app)
+    assert {device: queued for device, (queued, _) in counters.items()} == {
+        device: pending for device, (_, pending) in counters.items()
+    }
 
 
 def receipt_statuses(device, msg_id) -> dict[str, str]:
@@ -152,6 +179,133 @@ def test_purge_in_small_batches(make_app):
         "deleted_idempotency_keys": 0,
     }
     assert stored_counts(app) == {"messages": 0, "bodies": 0, "copies": 0}
+    assert queue_counters(app) == {alice.device_id: (0, 0), bob.device_id: (0, 0)}
+
+
+def test_a_full_queue_of_messages_past_their_retention_takes_sends_again(make_app):
+    # The purge deletes these messages without expiring their copies first:
+    # their device's count of pending copies must go down all the same.
+    app = make_app(max_queued_per_device=2)
+    clock = freeze_clock(app)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    alice.send_to(bob, ttl=60)
+    alice.send_to(bob, ttl=60)
+    alice.post("/v1/messages", alice.envelope(bob), status=409)
+
+    report = purge(app, START_MS + 60_000 + RETENTION_MS)
+
+    assert report == {"expired_copies": 2, "deleted_messages": 2, "deleted_idempotency_keys": 0}
+    assert stored_counts(app) == NOTHING_STORED
+    clock.advance(60 + RETENTION_MS / 1000)
+    alice.send_to(bob)
+    alice.send_to(bob)
+    refused = alice.post("/v1/messages", alice.envelope(bob), status=409)
+    assert refused.json == error_body("body", "queue_full", full_devices=[bob.address])
+
+
+def test_deleting_messages_counts_only_the_copies_still_pending(clock, app, alice, bob):
+    phone, carol = bob.add_device(), register(app, "carol@example.com")
+    acked = alice.send_to(bob, phone, carol, ttl=60)
+    expired = alice.send_to(bob, phone, carol, ttl=60)
+    never_swept = alice.send_to(bob, phone, carol, ttl=120)
+    bob.ack(acked, expired)
+    carol.ack(acked)
+    assert purge(app, START_MS + 60_000)["expired_copies"] == 3  # phone and carol's
+    kept = alice.send_to(bob, phone, carol, ttl=8 * DAY)
+    assert queue_counters(app) == {
+        alice.device_id: (0, 0),
+        bob.device_id: (2, 2),
+        phone.device_id: (2, 2),
+        carol.device_id: (2, 2),
+    }
+
+    report = purge(app, START_MS + 120_000 + RETENTION_MS)
+
+    assert report == {"expired_copies": 3, "deleted_messages": 3, "deleted_idempotency_keys": 0}
+    assert queue_counters(app) == {
+        alice.device_id: (0, 0),
+        bob.device_id: (1, 1),
+        phone.device_id: (1, 1),
+        carol.device_id: (1, 1),
+    }
+    for device in (bob, phone, carol):
+        assert [m["id"] for m in device.inbox()] == [kept]
+    assert receipt_statuses(alice, kept) == dict.fromkeys(
+        (bob.device_id, phone.device_id, carol.device_id), "pending"
+    )
+    for gone in (acked, expired, never_swept):
+        alice.get(f"/v1/messages/{gone}/receipts", status=404)
+
+
+def test_expiry_in_batches_keeps_every_queue_counter_exact(make_app):
+    app = make_app(purge_batch_size=3)
+    freeze_clock(app)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    phone, carol = bob.add_device(), register(app, "carol@example.com")
+    sent = [alice.send_to(bob, phone, carol, ttl=60 * (1 + n % 3)) for n in range(8)]
+    bob.ack(*sent[:4])
+    carol.ack(*sent[::2])
+    due = [n for n in range(8) if n % 3 < 2]  # ttl 60 or 120 s
+
+    report = purge(app, START_MS + 120_000)
+
+    pending_due = sum((n >= 4) + 1 + (n % 2) for n in due)  # bob's, phone's, carol's
+    assert report == {
+        "expired_copies": pending_due,
+        "deleted_messages": 0,
+        "deleted_idempotency_keys": 0,
+    }
+    assert_queue_counters_exact(app)
+    assert queue_counters(app)[phone.device_id] == (8 - len(due), 8 - len(due))
+
+
+def test_batches_start_small_and_grow_while_they_are_quick(make_app):
+    app = make_app(purge_batch_size=100)
+    freeze_clock(app)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    for _ in range(20):
+        alice.send_to(bob, ttl=60)
+    # Batches of 1, 2, 4, 8 then 16: the last one, not full, ends the step.
+    report = run_purge(
+        app.app.registry,
+        now=START_MS + 60_000 + RETENTION_MS,
+        pace=Pace(batch_seconds=60, first_batch=1),
+    )
+    assert report.as_json() == {
+        "expired_copies": 20,
+        "deleted_messages": 20,
+        "deleted_idempotency_keys": 0,
+    }
+    assert report.batches == 5 + 2  # and one for each of the other steps
+    assert stored_counts(app) == NOTHING_STORED
+    assert queue_counters(app)[bob.device_id] == (0, 0)
+
+
+def test_an_interrupted_purge_goes_on_where_it_stopped(make_app):
+    app = make_app(purge_batch_size=2, max_queued_per_device=5)
+    clock = freeze_clock(app)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    for _ in range(5):
+        alice.send_to(bob, ttl=60)
+    far = START_MS + 60_000 + RETENTION_MS
+    rests = []
+
+    def stop_after_first_batch(seconds: float) -> bool:
+        rests.append(seconds)
+        return True
+
+    first = purge(app, far, wait=stop_after_first_batch)
+
+    assert len(rests) == 1
+    assert first == {"expired_copies": 2, "deleted_messages": 2, "deleted_idempotency_keys": 0}
+    assert stored_counts(app) == {"messages": 3, "bodies": 3, "copies": 3}
+    assert queue_counters(app)[bob.device_id] == (3, 3)
+    rest = purge(app, far)
+    assert rest == {"expired_copies": 3, "deleted_messages": 3, "deleted_idempotency_keys": 0}
+    assert stored_counts(app) == NOTHING_STORED
+    clock.advance(60 + RETENTION_MS / 1000)
+    for _ in range(5):
+        alice.send_to(bob)
 
 
 INI = """\
