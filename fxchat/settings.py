@@ -81,7 +81,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("purge_interval", int, 60,
             "Seconds between purges by the server itself; 0 turns them off."),
     Setting("purge_batch_size", int, 5000,
-            "Rows deleted per purge transaction, so purging never holds long locks."),
+            "Most rows per purge transaction; batches are sized by time below that."),
     Setting("sqlite_synchronous", as_choice("full", "normal"), "full",
             "SQLite: ``full`` survives power loss; ``normal``, faster, only process crashes."),
     Setting("db_timeout", int, 5,
