@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import SmallInteger, bindparam, func, literal_column, select, text, update
+from sqlalchemy import SmallInteger, bindparam, func, literal_column, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..encoding import b64encode, encode_cursor
 from ..models import Body, Copy, CopyState, Device, Message
 from .accounts import Caller
-from .retention import drop_unneeded_bodies
+from .retention import count_fewer_queued, drop_unneeded_bodies
 
 # A page is hundreds of rows: the statements go through the tables on the
 # session's connection, as the ORM's machinery would cost more than the SQL.
@@ -175,12 +176,6 @@ _ACK_SQLITE = (
     " encrypted_aes_key = NULL, msg_sig = NULL, msg_pub_key = NULL WHERE pk = ?"
 )
 
-_COUNT_FEWER_QUEUED = (
-    update(DEVICES)
-    .where(DEVICES.c.pk == bindparam("device_pk"))
-    .values(queued=DEVICES.c.queued - bindparam("fewer"))
-)
-
 
 @dataclass(frozen=True)
 class AckResult:
@@ -211,7 +206,7 @@ def acknowledge(dbsession: Session, device: Caller, acks: list[dict], *, now: in
     else:
         acked_messages = _ack_sqlite(db, device.pk, mac_keys, now=now)
     if acked_messages:
-        db.execute(_COUNT_FEWER_QUEUED, {"device_pk": device.pk, "fewer": len(acked_messages)})
+        count_fewer_queued(db, Counter({device.pk: len(acked_messages)}))
         drop_unneeded_bodies(dbsession, list(acked_messages.values()))
     acked = [message_id for message_id in mac_keys if message_id in acked_messages]
     unknown = [message_id for message_id in mac_keys if message_id not in acked_messages]

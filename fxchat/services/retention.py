@@ -226,12 +226,12 @@ def expire_copies(
         return 0
     # Locked (FOR UPDATE), so still pending.
     connection.execute(_EXPIRE, {"copy_pks": [pk for pk, _, _ in rows]})
-    _count_fewer_queued(connection, Counter(device_pk for _, device_pk, _ in rows))
+    count_fewer_queued(connection, Counter(device_pk for _, device_pk, _ in rows))
     drop_unneeded_bodies(dbsession, [message_pk for _, _, message_pk in rows])
     return len(rows)
 
 
-def _count_fewer_queued(connection: Connection, per_device: Counter) -> None:
+def count_fewer_queued(connection: Connection, per_device: Counter) -> None:
     # In primary-key order, like sends, so the two never deadlock.
     if per_device:
         connection.execute(
@@ -285,7 +285,7 @@ def delete_old_messages(dbsession: Session, *, before: int, batch_size: int) -> 
     connection.execute(_DELETE_BODIES, params)
     connection.execute(_DELETE_MESSAGES, params)
     # Last, so that the devices' rows, which sends lock, are held the shortest.
-    _count_fewer_queued(connection, per_device)
+    count_fewer_queued(connection, per_device)
     return DeletedMessages(len(message_pks), pending)
 
 
