@@ -191,17 +191,17 @@ def _drop_postgresql_database(url: str) -> None:
 class WorkerModel:
     """How the server runs: gunicorn, as production.ini's [server:main] configures it."""
 
-    workers: int = 4
+    workers: int = 8
     worker_class: str = "gthread"
-    threads: int = 4
+    threads: int = 1
     timeout: int = 30
     graceful_timeout: int = 30
     keepalive: int = 5
     max_requests: int = 10000
     max_requests_jitter: int = 1000
     # Connection pool per worker, from production.ini's [app:main].
-    pool_size: int = 5
-    max_overflow: int = 5
+    pool_size: int = 2
+    max_overflow: int = 2
     source: str = "defaults"
 
     @classmethod
