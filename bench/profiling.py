@@ -160,6 +160,7 @@ def count_statements(database_url: str, sends: int = 20) -> dict:
     from sqlalchemy import event
 
     from fxchat import main
+    from fxchat.models import prepared
 
     from .population import Device, send_body
     from .servers import BENCH_SETTINGS
@@ -181,10 +182,15 @@ def count_statements(database_url: str, sends: int = 20) -> dict:
         headers = {"Authorization": f"Bearer {sender.token}", "Content-Type": "application/json"}
         statements: Counter = Counter()
 
-        def count(conn, cursor, statement, parameters, context, executemany):
+        def count_sql(statement: str) -> None:
             statements[" ".join(statement.split())[:90]] += 1
 
+        def count(conn, cursor, statement, parameters, context, executemany):
+            count_sql(statement)
+
+        # Through SQLAlchemy, and straight to the driver (the hot path).
         event.listen(engine, "before_cursor_execute", count)
+        prepared.observers.append(count_sql)
         transactions = Counter()
         event.listen(engine, "commit", lambda conn: transactions.update(["commit"]))
         for i in range(sends):
@@ -195,6 +201,7 @@ def count_statements(database_url: str, sends: int = 20) -> dict:
                 status=201,
             )
         event.remove(engine, "before_cursor_execute", count)
+        prepared.observers.remove(count_sql)
         return {
             "sends": sends,
             "statements_per_send": round(sum(statements.values()) / sends, 2),

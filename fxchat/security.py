@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyramid.request import RequestLocalCache
 from pyramid.security import Allowed, Denied
 
-from .models import lookup_session
+from .models import lookup_connection
 from .services.accounts import authenticate
 
 # The permission every authenticated endpoint asks for; finer rules (that
@@ -35,8 +35,8 @@ class BearerTokenSecurityPolicy:
         token = bearer_token(request)
         if token is None:
             return None
-        with lookup_session(request) as dbsession:
-            device = authenticate(dbsession, token)
+        with lookup_connection(request) as connection:
+            device = authenticate(connection, token)
         if device is not None:
             request.environ["fxchat.device_id"] = device.device_id
         return device

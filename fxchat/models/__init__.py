@@ -110,22 +110,22 @@ READING_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 
 
 @contextmanager
-def lookup_session(request) -> Iterator[Session]:
-    """The session for a request's preliminary read (authentication: one statement).
+def lookup_connection(request) -> Iterator[sqlalchemy.Connection]:
+    """The connection for a request's preliminary read (authentication: one statement).
 
     On SQLite a writing request's own session takes the database's only write
     lock at its first statement, so reads made before the request's real work
     (and the validation between) would hold every other writer up: there they
-    run in a short read-only transaction of their own, like the separate
-    statements of READ COMMITTED on PostgreSQL, where the request's session
-    serves (no second connection).
+    run on a connection of their own, with no transaction (SQLite gives the
+    statement one of its own), like the separate statements of READ COMMITTED
+    on PostgreSQL, where the request's session serves (no second connection).
     """
     engine = request.registry["db_engine"]
     if request.method in READING_METHODS or engine.dialect.name != "sqlite":
-        yield request.dbsession
+        yield request.dbsession.connection()
         return
-    with request.registry["dbsession_factory"](bind=one_read_engine(engine)) as session:
-        yield session
+    with one_read_engine(engine).connect() as connection:
+        yield connection
 
 
 def includeme(config) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..models import Device, IdempotencyKey, Message, User
+from ..models.prepared import Prepared
 from ..tokens import new_id
 from . import Conflict, LimitReached, ServiceError, storing
 from .accounts import Caller
@@ -111,20 +112,21 @@ def send(
 def _earlier_send(
     db: Connection, sender: Caller, key: str, fingerprint: bytes, *, now: int, window_ms: int
 ) -> Sent | None:
-    row = db.execute(_EARLIER_SEND, {"device_pk": sender.pk, "key": key}).one_or_none()
-    if row is None:
+    rows = _EARLIER_SEND.execute(db, {"device_pk": sender.pk, "key": key})
+    if not rows:
         return None
-    if row.created_at + window_ms <= now:
+    [(request_hash, created_at, message_id, sent_at, expires_at)] = rows
+    if created_at + window_ms <= now:
         # Too old to be a retry: forget it, and the key may be used again.
         db.execute(_FORGET_KEY, {"device_pk": sender.pk, "key": key})
         return None
-    if row.request_hash != fingerprint:
+    if request_hash != fingerprint:
         raise IdempotencyMismatch("this Idempotency-Key was used for a different request")
-    return Sent(message_id=row.message_id, sent_at=row.sent_at, expires_at=row.expires_at)
+    return Sent(message_id=message_id, sent_at=sent_at, expires_at=expires_at)
 
 
-# Statements of the hot path, built once.
-_EARLIER_SEND = (
+# Statements of the hot path, built once and run on the driver (models.prepared).
+_EARLIER_SEND = Prepared(
     select(
         IDEMPOTENCY_KEYS.c.request_hash,
         IDEMPOTENCY_KEYS.c.created_at,
@@ -138,34 +140,41 @@ _EARLIER_SEND = (
         IDEMPOTENCY_KEYS.c.key == bindparam("key"),
     )
 )
+# Rare (a key reused after its window): through SQLAlchemy.
 _FORGET_KEY = delete(IDEMPOTENCY_KEYS).where(
     IDEMPOTENCY_KEYS.c.device_pk == bindparam("device_pk"),
     IDEMPOTENCY_KEYS.c.key == bindparam("key"),
 )
-_LOCK_USERS = (
+_LOCK_USERS = Prepared(
     select(USERS.c.pk, USERS.c.user_id)
     .where(USERS.c.user_id.in_(bindparam("user_ids", expanding=True)))
     .order_by(USERS.c.pk)
-    .with_for_update(read=True)
+    .with_for_update(read=True),
+    lists=["user_ids"],
 )
-_ACTIVE_DEVICES = select(DEVICES.c.pk, DEVICES.c.device_id, DEVICES.c.user_pk).where(
-    DEVICES.c.user_pk.in_(bindparam("user_pks", expanding=True)),
-    DEVICES.c.revoked_at.is_(None),
+_ACTIVE_DEVICES = Prepared(
+    select(DEVICES.c.pk, DEVICES.c.device_id, DEVICES.c.user_pk).where(
+        DEVICES.c.user_pk.in_(bindparam("user_pks", expanding=True)),
+        DEVICES.c.revoked_at.is_(None),
+    ),
+    lists=["user_pks"],
 )
-_LOCK_DEVICES = (
+_LOCK_DEVICES = Prepared(
     select(DEVICES.c.pk)
     .where(DEVICES.c.pk.in_(bindparam("device_pks", expanding=True)))
     .order_by(DEVICES.c.pk)
-    .with_for_update()
+    .with_for_update(),
+    lists=["device_pks"],
 )
-_COUNT_ONE_MORE = (
+_COUNT_ONE_MORE = Prepared(
     update(DEVICES)
     .where(
         DEVICES.c.pk.in_(bindparam("device_pks", expanding=True)),
         DEVICES.c.queued < bindparam("max_queued"),
     )
     .values(queued=DEVICES.c.queued + 1)
-    .returning(DEVICES.c.pk)
+    .returning(DEVICES.c.pk),
+    lists=["device_pks"],
 )
 
 
@@ -177,13 +186,13 @@ def _current_recipient_devices(
     # FOR SHARE on the users: device changes update the user row, so they
     # wait for this send to finish, or this send waits for them and then sees
     # their result (see models.accounts.User).
-    users = dict(db.execute(_LOCK_USERS, {"user_ids": user_ids}).all())
+    users = dict(_LOCK_USERS.execute(db, {"user_ids": user_ids}))
     # A second statement, not a join in the first: under READ COMMITTED a
     # locking statement that waited re-reads only the rows it locks, and would
     # return the devices of its old snapshot, without the change it waited for.
     current = {
         (users[user_pk], device_id): device_pk
-        for device_pk, device_id, user_pk in db.execute(_ACTIVE_DEVICES, {"user_pks": list(users)})
+        for device_pk, device_id, user_pk in _ACTIVE_DEVICES.execute(db, {"user_pks": list(users)})
         if device_pk != sender.pk
     }
     listed = {(r["user"], r["device_id"]) for r in recipients}
@@ -219,7 +228,7 @@ def _reserve_queue_places(
     # then deadlock (PostgreSQL breaks the tie after deadlock_timeout, 1 s).
     # One row can't deadlock, and SQLite has no row locks (one writer at a time).
     if len(by_pk) > 1 and db.dialect.name != "sqlite":
-        db.execute(_LOCK_DEVICES, {"device_pks": list(by_pk)})
+        _LOCK_DEVICES.execute(db, {"device_pks": list(by_pk)})
     reserved = _count_one_more(db, by_pk, max_queued)
     if len(reserved) < len(by_pk):
         # Expired copies no longer count (PROTOCOL.md §3.6), even before the
@@ -238,8 +247,5 @@ def _reserve_queue_places(
 
 def _count_one_more(db: Connection, device_pks, max_queued: int) -> set[int]:
     """Bump the queue counters that are under the limit; the devices bumped."""
-    return set(
-        db.scalars(
-            _COUNT_ONE_MORE, {"device_pks": list(device_pks), "max_queued": max_queued}
-        ).all()
-    )
+    rows = _COUNT_ONE_MORE.execute(db, {"device_pks": list(device_pks), "max_queued": max_queued})
+    return {pk for (pk,) in rows}

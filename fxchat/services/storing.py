@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from ..models import Body, Copy, CopyState, IdempotencyKey, Message
+from ..models.prepared import Prepared
 
 MESSAGES, BODIES, COPIES, IDEMPOTENCY_KEYS = (
     Message.__table__,
@@ -64,25 +65,25 @@ def store(
 
 
 def _store_row_by_table(db, message, body, copies, idempotency_key) -> None:
-    message_pk = db.scalar(_INSERT_MESSAGE, message)
-    db.execute(insert(BODIES), {"message_pk": message_pk, "encrypted_message": body})
-    db.execute(
-        insert(COPIES),
-        [
-            {
-                "message_pk": message_pk,
-                "device_pk": device_pk,
-                "state": CopyState.PENDING,
-                "expires_at": message["expires_at"],
-                **dict(zip(KEY_FIELDS, keys, strict=True)),
-            }
-            for device_pk, *keys in copies
-        ],
-    )
+    [(message_pk,)] = _INSERT_MESSAGE.execute(db, message)
+    _INSERT_BODY.execute(db, {"message_pk": message_pk, "encrypted_message": body})
+    rows = [
+        {
+            "message_pk": message_pk,
+            "device_pk": device_pk,
+            "state": CopyState.PENDING.value,
+            "expires_at": message["expires_at"],
+            **dict(zip(KEY_FIELDS, keys, strict=True)),
+        }
+        for device_pk, *keys in copies
+    ]
+    if len(rows) == 1:
+        _INSERT_COPY.execute(db, rows[0])
+    else:
+        _INSERT_COPY.execute_many(db, rows)
     if idempotency_key is not None:
-        db.execute(
-            insert(IDEMPOTENCY_KEYS),
-            {**idempotency_key, "message_pk": message_pk, "created_at": message["sent_at"]},
+        _INSERT_KEY.execute(
+            db, {**idempotency_key, "message_pk": message_pk, "created_at": message["sent_at"]}
         )
 
 
@@ -97,10 +98,10 @@ def _store_in_one_statement(db, message, body, copies, idempotency_key) -> None:
         "msg_pub_keys": pub_keys,
     }
     if idempotency_key is None:
-        db.execute(_STORE, parameters)
+        _STORE.execute(db, parameters)
     else:
-        db.execute(
-            _STORE_WITH_KEY,
+        _STORE_WITH_KEY.execute(
+            db,
             {
                 **parameters,
                 "key_device_pk": idempotency_key["device_pk"],
@@ -110,7 +111,18 @@ def _store_in_one_statement(db, message, body, copies, idempotency_key) -> None:
         )
 
 
-_INSERT_MESSAGE = insert(MESSAGES).returning(MESSAGES.c.pk)
+def _insert(table, columns, returning=None) -> Prepared:
+    statement = insert(table).values({name: bindparam(name) for name in columns})
+    return Prepared(statement if returning is None else statement.returning(returning))
+
+
+# SQLite's four inserts.
+_INSERT_MESSAGE = _insert(MESSAGES, MESSAGE_COLUMNS, returning=MESSAGES.c.pk)
+_INSERT_BODY = _insert(BODIES, ("message_pk", "encrypted_message"))
+_INSERT_COPY = _insert(COPIES, ("message_pk", "device_pk", "state", "expires_at", *KEY_FIELDS))
+_INSERT_KEY = _insert(
+    IDEMPOTENCY_KEYS, ("device_pk", "key", "request_hash", "message_pk", "created_at")
+)
 
 
 def _one_statement(with_key: bool):
@@ -163,5 +175,5 @@ def _one_statement(with_key: bool):
     return statement
 
 
-_STORE = _one_statement(with_key=False)
-_STORE_WITH_KEY = _one_statement(with_key=True)
+_STORE = Prepared(_one_statement(with_key=False))
+_STORE_WITH_KEY = Prepared(_one_statement(with_key=True))

@@ -1,0 +1,155 @@
+"""Hot-path statements: written in Core, compiled once, run on the driver's cursor.
+
+SQLAlchemy's execution of a statement (execution context, parameter
+processing, events, result object) costs 20 to 70 µs; sqlite3 runs a
+one-row lookup or insert in 2 to 10 µs, and a send is eight statements. The
+statements of the requests that every client makes all the time (send,
+authentication) are still written in Core, so that SQLAlchemy renders them
+for each dialect, but each is compiled once per dialect and list length
+and run with the DBAPI cursor of the session's own connection: the same
+transaction, the same connection pool, none of the per-statement work.
+
+Column defaults computed in Python are not applied: a statement names every
+value it writes (one that does not is refused when first compiled).
+
+Driver errors are raised as SQLAlchemy's exceptions, exactly as
+``Connection.execute`` would raise them, so the retry and 503 rules
+(fxchat.database_errors) and the pool's invalidation of broken connections
+see no difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.sql import ClauseElement
+
+# Called with the SQL of every statement run here, as SQLAlchemy's
+# before_cursor_execute listeners would be (these statements bypass them):
+# the benchmarks count a send's statements with it.
+observers: list[Callable[[str], None]] = []
+
+
+class _Compiled:
+    """One rendering of a statement: its SQL and how to lay out its parameters."""
+
+    __slots__ = ("sql", "_defaults", "_expansion", "_positions", "_processors")
+
+    def __init__(self, compiled, lists: Mapping[str, int]):
+        # Placeholder values: only the lengths of the IN lists shape the SQL.
+        placeholders = {name: None for name in compiled.binds} | {
+            name: [None] * n for name, n in lists.items()
+        }
+        expanded = compiled.construct_expanded_state(placeholders)
+        self.sql: str = expanded.statement
+        # Values written into the statement (literals such as the 1 of
+        # "queued + 1"): SQLAlchemy sends them as parameters too.
+        self._defaults = {
+            compiled.bind_names[bind]: bind.effective_value
+            for bind in compiled.binds.values()
+            if not bind.required
+        }
+        # An IN list becomes one parameter per item.
+        self._expansion: dict[str, list[str]] = dict(expanded.parameter_expansion)
+        self._positions = tuple(expanded.positiontup) if expanded.positiontup else None
+        # Types that convert values for the driver (few do: ints, strings and
+        # bytes go as they are), applied as SQLAlchemy would.
+        self._processors = dict(expanded.processors)
+
+    def parameters(self, values: Mapping[str, Any]) -> Sequence | dict:
+        flat = self._defaults | dict(values)
+        for name, names in self._expansion.items():
+            flat.update(zip(names, flat.pop(name), strict=True))
+        for name, processor in self._processors.items():
+            if name in flat:
+                flat[name] = processor(flat[name])
+        if self._positions is not None:
+            return tuple(flat[name] for name in self._positions)
+        return flat
+
+
+class Prepared:
+    """A Core statement to run on the driver; ``lists`` names its expanding IN parameters."""
+
+    def __init__(self, statement: ClauseElement, *, lists: Iterable[str] = ()):
+        self.statement = statement
+        self.lists = tuple(lists)
+        self._compiled: dict[str, Any] = {}
+        self._renderings: dict[tuple, _Compiled] = {}
+
+    def _rendering(self, dialect: Dialect, values: Mapping[str, Any]) -> _Compiled:
+        lengths = tuple(len(values[name]) for name in self.lists)
+        key = (dialect.name, lengths)
+        rendering = self._renderings.get(key)
+        if rendering is None:
+            # Racing threads may both compile; either result is the same.
+            compiled = self._compiled.get(dialect.name)
+            if compiled is None:
+                compiled = self.statement.compile(dialect=dialect)
+                unset = [*compiled.insert_prefetch, *compiled.update_prefetch]
+                if unset:
+                    raise ValueError(
+                        f"give {', '.join(c.name for c in unset)} a value: their defaults"
+                        " are computed in Python, which a prepared statement skips"
+                    )
+                self._compiled[dialect.name] = compiled
+            rendering = _Compiled(compiled, dict(zip(self.lists, lengths, strict=True)))
+            self._renderings[key] = rendering
+        return rendering
+
+    def execute(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple]:
+        """Run on ``connection``'s transaction; the rows (empty for no result)."""
+        dialect = connection.dialect
+        rendering = self._rendering(dialect, values)
+        parameters = rendering.parameters(values)
+        dbapi_connection = connection.connection.driver_connection
+        cursor = dbapi_connection.cursor()
+        for observe in observers:
+            observe(rendering.sql)
+        try:
+            cursor.execute(rendering.sql, parameters)
+            return cursor.fetchall() if cursor.description is not None else []
+        except dialect.loaded_dbapi.Error as error:
+            raise _as_sqlalchemy_error(
+                connection, dbapi_connection, cursor, rendering.sql, parameters, error
+            ) from error
+        finally:
+            cursor.close()
+
+    def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run once per row of ``rows`` (no IN lists, no results), with the driver's executemany."""
+        dialect = connection.dialect
+        rendering = self._rendering(dialect, rows[0])
+        dbapi_connection = connection.connection.driver_connection
+        cursor = dbapi_connection.cursor()
+        parameters = [rendering.parameters(row) for row in rows]
+        for observe in observers:
+            observe(rendering.sql)
+        try:
+            cursor.executemany(rendering.sql, parameters)
+        except dialect.loaded_dbapi.Error as error:
+            raise _as_sqlalchemy_error(
+                connection, dbapi_connection, cursor, rendering.sql, parameters, error
+            ) from error
+        finally:
+            cursor.close()
+
+
+def _as_sqlalchemy_error(connection: Connection, dbapi_connection, cursor, sql, parameters, error):
+    """The exception ``Connection.execute`` would raise for ``error``; drops a broken connection."""
+    dialect = connection.dialect
+    disconnected = dialect.is_disconnect(error, dbapi_connection, cursor)
+    if disconnected:
+        connection.invalidate(error)
+    return exc.DBAPIError.instance(
+        sql,
+        parameters,
+        error,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=disconnected,
+        dialect=dialect,
+    )
