@@ -41,6 +41,16 @@ def as_choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def as_optional_positive_float(value: Any) -> float | None:
+    text = str(value).strip()
+    if not text:
+        return None
+    number = float(text)
+    if not number > 0:
+        raise ValueError(f"not a positive number: {value!r}")
+    return number
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str
@@ -86,6 +96,9 @@ SETTINGS: tuple[Setting, ...] = (
             "SQLite: ``full`` survives power loss; ``normal``, faster, only process crashes."),
     Setting("db_timeout", int, 5,
             "Seconds to wait for the database (connect, lock, statement) before answering 503."),
+    Setting("pg_random_page_cost", as_optional_positive_float, 1.1,
+            "PostgreSQL: ``random_page_cost`` of fxchat's connections (SSD storage);"
+            " empty for the server's own."),
     Setting("ratelimit.enabled", as_bool, True,
             "Turns rate limiting on or off."),
     Setting("ratelimit.url", str, "memory://",
