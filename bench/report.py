@@ -262,11 +262,13 @@ def explanations(results: dict) -> str:
                     else " (SQLite has no data-modifying CTEs: the message, its body, its "
                     "copies and its idempotency key are four inserts)"
                 )
-                + ". They are Core statements on table columns, built once and executed on "
-                "the session's connection; what each still costs in the worker is "
+                + ". They are Core statements, compiled once per database and run with the "
+                "driver's cursor on the session's connection (``fxchat.models.prepared``): "
                 "SQLAlchemy's execution path (compiled-cache lookup, parameter processing, "
-                "result set-up), several times the driver call itself. The profile below "
-                "gives the shares."
+                "result set-up) cost several times the driver call itself. What a send "
+                "still costs is the request around them: gunicorn, Pyramid and Cornice, "
+                "validation, the transaction manager's commit. The profile below gives "
+                "the shares."
             )
             lines.append("")
             for x in [x for x in statements.get("statements", []) if x["per_send"] > 1]:
@@ -502,8 +504,7 @@ def profile_section(results: dict) -> str:
             out.append(
                 f"SQL statements of one send on {name} (counted in-process over "
                 f"{count['sends']} sends; {count['statements_per_send']} statements "
-                f"and {count['commits_per_send']} commit per send, plus the pool's "
-                f"pre-ping):"
+                f"and {count['commits_per_send']} commit per send):"
             )
             out.append("")
             out.append(
@@ -620,8 +621,8 @@ METHOD = """\
   pairs take turns, so concurrent sends do not queue on one device's row.
   wrk's latencies are corrected for coordinated omission (a conservative
   p99). With keep-alive a connection stays on the worker that accepted it,
-  so at low concurrency two connections may share one worker (and its GIL):
-  the bare view's concurrency-2 point varies between runs for that reason.
+  so at low concurrency two connections may share one worker: the bare
+  view's concurrency-2 point varies between runs for that reason.
   wrk's own CPU use is recorded with every run (``wrk_cpu_cores``): it stays
   near a tenth of a core, while the bare view saturates the workers.
 * **Baseline**: ``bench/baseline.py``, a bare Pyramid view returning a small

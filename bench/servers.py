@@ -199,6 +199,7 @@ class WorkerModel:
     keepalive: int = 5
     max_requests: int = 10000
     max_requests_jitter: int = 1000
+    logger_class: str = "fxchat.server_logging.ErrorsOnlyLogger"
     # Connection pool per worker, from production.ini's [app:main].
     pool_size: int = 2
     max_overflow: int = 2
@@ -259,6 +260,8 @@ class WorkerModel:
             str(self.graceful_timeout),
             "--keep-alive",
             str(self.keepalive),
+            "--logger-class",
+            self.logger_class,
             # No --max-requests: replacing a worker every ~10,000 requests costs
             # a re-import of the app, so often at the bare view's rate that it
             # would lower the baseline and flatter every ratio to it.
