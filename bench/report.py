@@ -376,8 +376,8 @@ def _other_explanations(results: dict) -> str:
                 f"500): each page is one indexed range scan and a 500-item JSON document of "
                 f"about 1 MB (base64 of every body, written by orjson); each acknowledgement "
                 + (
-                    "looks the 500 ids up one by one (a LATERAL join, locking each copy and "
-                    "its message in id order), updates them in one ``UPDATE ... FROM unnest()``"
+                    "is one statement: it looks the 500 ids up one by one (a LATERAL join, "
+                    "locking their messages in id order) and updates the copies still pending"
                     if kind == "postgresql"
                     else "looks the 500 ids up by key and updates them with the driver's "
                     "``executemany``"

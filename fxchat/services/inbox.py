@@ -113,46 +113,46 @@ def fetch(
     return Page(messages, encode_cursor(rows[-1][0]) if has_more else None)
 
 
-# Acknowledging locks the caller's pending copies among the ids, and their
-# messages: locking the messages serialises two devices acknowledging the
-# same message, so the last of them sees that no copy is pending and drops
-# the body. Each id is looked up by key: at most 500 lookups, however long
-# the queue and large the tables.
+# Acknowledging locks the messages of the caller's pending copies among the
+# ids: that serialises two devices acknowledging the same message, so the
+# last of them sees that no copy is pending and drops the body. Each id is
+# looked up by key: at most 500 lookups, however long the queue and large
+# the tables.
 
-# PostgreSQL's default costs prefer hashing tables of up to some 100,000 rows
-# to 500 lookups by key, at several times the cost: the lateral subqueries
-# make it look up each id in turn, locking the copy, then the message, in the
-# order of the (sorted) ids, so that two acknowledgements never deadlock.
+# PostgreSQL: one statement. The CTE looks each id up by key (OFFSET 0 keeps
+# the lateral subquery a per-id lookup: hoisted into the join, it could be
+# planned as a hash of the whole messages table) and locks the messages in
+# the order of the (sorted) ids; the UPDATE then changes the copies still
+# pending, so two acknowledgements of one copy ack it once (PostgreSQL
+# re-checks "state = 0" on the row the first one changed). The ANY(ARRAY())
+# condition, implied by the join, makes it fetch the copies by key.
 # Lists travel as comma-separated text (ids are URL-safe, mac_keys in hex):
 # psycopg adapts a list item by item in Python, at several times the cost.
-_ACKABLE_POSTGRESQL = text(
-    f"""
-    SELECT m.message_id, c.pk, m.pk
-    FROM unnest(string_to_array(:ids, ',')) AS acked (id)
-    CROSS JOIN LATERAL (
-        SELECT copies.pk, copies.message_pk
-        FROM messages JOIN copies ON copies.message_pk = messages.pk
-        WHERE messages.message_id = acked.id AND copies.device_pk = :device_pk
-            AND copies.state = {CopyState.PENDING.value} AND copies.expires_at > :now
-        FOR UPDATE OF copies
-    ) AS c
-    CROSS JOIN LATERAL (
-        SELECT messages.pk, messages.message_id FROM messages WHERE messages.pk = c.message_pk
-        FOR UPDATE
-    ) AS m
-    """
-)
-# The second condition on copies.pk, implied by the first, is what makes
-# PostgreSQL look the copies up by key rather than hash the whole table.
 _ACK_POSTGRESQL = text(
     f"""
+    WITH found AS (
+        SELECT m.message_id, c.pk AS copy_pk, m.pk AS message_pk, acked.mac_key
+        FROM unnest(string_to_array(:ids, ','), string_to_array(:mac_keys, ',', ''))
+            AS acked (id, mac_key)
+        CROSS JOIN LATERAL (
+            SELECT copies.pk, copies.message_pk
+            FROM messages JOIN copies ON copies.message_pk = messages.pk
+            WHERE messages.message_id = acked.id AND copies.device_pk = :device_pk
+                AND copies.state = {CopyState.PENDING.value} AND copies.expires_at > :now
+            OFFSET 0
+        ) AS c
+        CROSS JOIN LATERAL (
+            SELECT messages.pk, messages.message_id FROM messages WHERE messages.pk = c.message_pk
+            FOR UPDATE
+        ) AS m
+    )
     UPDATE copies SET state = {CopyState.ACKED.value}, acked_at = :now,
-        mac_key = decode(acked.mac_key, 'hex'),
+        mac_key = decode(found.mac_key, 'hex'),
         encrypted_aes_key = NULL, msg_sig = NULL, msg_pub_key = NULL
-    FROM unnest(
-        string_to_array(:copy_pks, ',')::bigint[], string_to_array(:mac_keys, ',', '')
-    ) AS acked (pk, mac_key)
-    WHERE copies.pk = acked.pk AND copies.pk = ANY(string_to_array(:copy_pks, ',')::bigint[])
+    FROM found
+    WHERE copies.pk = found.copy_pk AND copies.pk = ANY(ARRAY(SELECT copy_pk FROM found))
+        AND copies.state = {CopyState.PENDING.value}
+    RETURNING found.message_id, found.message_pk
     """
 )
 
@@ -220,22 +220,17 @@ def _ack_postgresql(
     ids = sorted(mac_keys)
     if any("," in message_id for message_id in ids):
         raise ValueError("message ids are opaque ids, without commas")
-    pending = {
-        message_id: (copy_pk, message_pk)
-        for message_id, copy_pk, message_pk in db.execute(
-            _ACKABLE_POSTGRESQL, {"ids": ",".join(ids), "device_pk": device_pk, "now": now}
-        )
-    }
-    if pending:
+    return dict(
         db.execute(
             _ACK_POSTGRESQL,
             {
+                "ids": ",".join(ids),
+                "mac_keys": ",".join((mac_keys[message_id] or b"").hex() for message_id in ids),
+                "device_pk": device_pk,
                 "now": now,
-                "copy_pks": ",".join(str(copy_pk) for copy_pk, _ in pending.values()),
-                "mac_keys": ",".join((mac_keys[message_id] or b"").hex() for message_id in pending),
             },
-        )
-    return {message_id: message_pk for message_id, (_, message_pk) in pending.items()}
+        ).all()
+    )
 
 
 def _ack_sqlite(

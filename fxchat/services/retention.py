@@ -15,7 +15,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from sqlalchemy import (
+    BigInteger,
     SmallInteger,
+    String,
     bindparam,
     delete,
     exists,
@@ -25,6 +27,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -248,15 +251,31 @@ def drop_unneeded_bodies(dbsession: Session, message_pks: list[int]) -> int:
     """
     if not message_pks:
         return 0
-    still_pending = exists().where(
-        Copy.message_pk == Body.message_pk, Copy.state == CopyState.PENDING
-    )
-    result = dbsession.execute(
-        delete(Body)
-        .where(Body.message_pk.in_(set(message_pks)), ~still_pending)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount
+    connection = dbsession.connection()
+    if connection.dialect.name == "postgresql":
+        # One text parameter, whatever the number of messages: the statement
+        # is the same every time, so PostgreSQL plans it once per connection
+        # instead of parsing 500 placeholders per acknowledgement.
+        pks = ",".join(str(int(pk)) for pk in set(message_pks))
+        return connection.execute(_DROP_UNNEEDED_BODIES_POSTGRESQL, {"message_pks": pks}).rowcount
+    return connection.execute(
+        _DROP_UNNEEDED_BODIES, {"message_pks": list(set(message_pks))}
+    ).rowcount
+
+
+_STILL_PENDING = exists().where(
+    COPIES.c.message_pk == BODIES.c.message_pk, COPIES.c.state == _PENDING
+)
+_DROP_UNNEEDED_BODIES = delete(BODIES).where(
+    BODIES.c.message_pk.in_(_expanding("message_pks")), ~_STILL_PENDING
+)
+_DROP_UNNEEDED_BODIES_POSTGRESQL = delete(BODIES).where(
+    BODIES.c.message_pk
+    == func.any(
+        func.string_to_array(bindparam("message_pks", type_=String), ",").cast(ARRAY(BigInteger))
+    ),
+    ~_STILL_PENDING,
+)
 
 
 def delete_old_messages(dbsession: Session, *, before: int, batch_size: int) -> DeletedMessages:

@@ -268,7 +268,8 @@ def ack_at_once(app, *requests):
     )
 
     def wait_for_the_others(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().startswith("UPDATE copies"):
+        # SQLite's UPDATE, or PostgreSQL's one statement (WITH ... UPDATE copies).
+        if "UPDATE copies" in statement:
             with contextlib.suppress(threading.BrokenBarrierError):
                 marked.wait()
 
