@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from fxchat.encoding import b64decode, b64encode, decode_cursor, encode_cursor
 from fxchat.openapi import base64url_pattern
-from fxchat.schemas.messages import AckSchema, SendSchema
+from fxchat.schemas.messages import AckSchema, Recipient, SendSchema
 from fxchat.schemas.types import UserId
 from fxchat.settings import Settings
 
@@ -153,3 +153,57 @@ def test_message_ids_in_acks_are_url_safe_and_short(candidate):
     except colander.Invalid:
         accepted = False
     assert accepted == (re.fullmatch(r"[A-Za-z0-9_-]{1,64}", candidate) is not None)
+
+
+def _colander_walk(schema, cstruct):
+    """What colander's own walk of the nodes gives: a result, or the errors."""
+    try:
+        return colander.MappingSchema.deserialize(schema, cstruct)
+    except colander.Invalid as invalid:
+        return invalid.asdict()
+
+
+def _fast_or_walk(schema, cstruct):
+    try:
+        return schema.deserialize(cstruct)
+    except colander.Invalid as invalid:
+        return invalid.asdict()
+
+
+def _b64(n: int) -> str:
+    return b64encode(bytes(range(n)))
+
+
+WELL_FORMED_RECIPIENT = {
+    "user": "bob@example.com",
+    "device_id": "d-1_x",
+    "encrypted_aes_key": _b64(60),
+    "msg_sig": _b64(32),
+    "msg_pub_key": _b64(32),
+}
+recipient_values = st.one_of(
+    st.none(),
+    st.integers(),
+    text,
+    base64ish,
+    st.sampled_from([_b64(60), _b64(32), _b64(31), _b64(33), "bob@example.com", "x" * 65]),
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([*WELL_FORMED_RECIPIENT, "extra"]), recipient_values, max_size=7
+    ).map(lambda changes: {**WELL_FORMED_RECIPIENT, **changes}),
+    st.sets(st.sampled_from(list(WELL_FORMED_RECIPIENT)), max_size=2),
+)
+@example(dict(WELL_FORMED_RECIPIENT), set())
+@example({**WELL_FORMED_RECIPIENT, "user": "-bob"}, set())
+@example({**WELL_FORMED_RECIPIENT, "device_id": "d/1"}, set())
+@example({**WELL_FORMED_RECIPIENT, "msg_sig": _b64(31)}, set())
+@example({**WELL_FORMED_RECIPIENT, "msg_pub_key": _b64(32) + "A"}, set())
+@example(dict(WELL_FORMED_RECIPIENT), {"encrypted_aes_key"})
+def test_a_recipient_entry_is_read_as_colander_would(entry, dropped):
+    for name in dropped:
+        entry.pop(name, None)
+    schema = Recipient()
+    assert _fast_or_walk(schema, entry) == _colander_walk(schema, entry)
