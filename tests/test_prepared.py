@@ -12,10 +12,9 @@ import pytest
 import sqlalchemy
 from sqlalchemy import bindparam, insert, select, update
 
-from fxchat.models import User, get_engine
+from fxchat.models import get_engine
 from fxchat.models.prepared import Prepared
-
-USERS = User.__table__
+from fxchat.models.tables import USERS
 
 _VALUES = {
     "user_id": bindparam("user_id"),

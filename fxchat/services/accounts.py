@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..models import Copy, CopyState, Device, User
 from ..models.prepared import Prepared
+from ..models.tables import DEVICES, USERS
 from ..tokens import hash_token, looks_like_token, new_id, new_token, token_matches
 from . import Conflict, Forbidden, LimitReached, NotFound
 from .retention import drop_unneeded_bodies
@@ -37,17 +38,16 @@ class Caller:
 
 
 # Built once and run on the driver (models.prepared): this runs on every request.
-_DEVICES, _USERS = Device.__table__, User.__table__
 _CALLER_BY_TOKEN_HASH = Prepared(
     select(
-        _DEVICES.c.pk,
-        _DEVICES.c.device_id,
-        _DEVICES.c.user_pk,
-        _USERS.c.user_id,
-        _DEVICES.c.token_hash,
+        DEVICES.c.pk,
+        DEVICES.c.device_id,
+        DEVICES.c.user_pk,
+        USERS.c.user_id,
+        DEVICES.c.token_hash,
     )
-    .join(_USERS, _USERS.c.pk == _DEVICES.c.user_pk)
-    .where(_DEVICES.c.token_hash == bindparam("token_hash"))
+    .join(USERS, USERS.c.pk == DEVICES.c.user_pk)
+    .where(DEVICES.c.token_hash == bindparam("token_hash"))
 )
 
 

@@ -5,27 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import SmallInteger, bindparam, func, literal_column, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ..encoding import b64encode, encode_cursor
-from ..models import Body, Copy, CopyState, Device, Message
+from ..models import CopyState
+from ..models.tables import BODIES, COPIES, MESSAGES, PENDING
 from .accounts import Caller
 from .retention import count_fewer_queued, drop_unneeded_bodies
-
-# A page is hundreds of rows: the statements go through the tables on the
-# session's connection, as the ORM's machinery would cost more than the SQL.
-MESSAGES, BODIES, COPIES, DEVICES = (
-    Message.__table__,
-    Body.__table__,
-    Copy.__table__,
-    Device.__table__,
-)
-
-# Inline, not bound: the queue's indexes are partial (WHERE state = 0), and a
-# PostgreSQL plan made for any value of a parameter could not use them.
-PENDING = literal_column(str(CopyState.PENDING.value), SmallInteger)
 
 _QUEUE = (
     select(

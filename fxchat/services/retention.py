@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import (
     BigInteger,
-    SmallInteger,
     String,
     bindparam,
     delete,
     exists,
     func,
-    literal_column,
     select,
     tuple_,
     update,
@@ -31,34 +29,20 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from ..models import Body, Copy, CopyState, Device, IdempotencyKey, Message
+from ..models import CopyState
+from ..models.tables import BODIES, COPIES, DEVICES, IDEMPOTENCY_KEYS, MESSAGES, PENDING
 
 logger = logging.getLogger(__name__)
-
-# Set-based statements through the tables: the ORM's bulk update by primary
-# key runs one UPDATE per row.
-MESSAGES, BODIES, COPIES, DEVICES, IDEMPOTENCY_KEYS = (
-    Message.__table__,
-    Body.__table__,
-    Copy.__table__,
-    Device.__table__,
-    IdempotencyKey.__table__,
-)
 
 
 def _expanding(name: str):
     return bindparam(name, expanding=True)
 
 
-# Inline, not bound: the expiry sweep's index is partial (WHERE state = 0), and
-# a PostgreSQL plan made for any value of a parameter could not use it.
-_PENDING = literal_column(str(CopyState.PENDING.value), SmallInteger)
-
-
 # The statements of the purge, built once.
 _EXPIRED_COPIES = (
     select(COPIES.c.pk, COPIES.c.device_pk, COPIES.c.message_pk)
-    .where(COPIES.c.state == _PENDING, COPIES.c.expires_at <= bindparam("now"))
+    .where(COPIES.c.state == PENDING, COPIES.c.expires_at <= bindparam("now"))
     .order_by(COPIES.c.expires_at)
     .limit(bindparam("size"))
     # Concurrent sweeps share the work.
@@ -87,7 +71,7 @@ _OF_THE_MESSAGES = COPIES.c.message_pk.in_(_expanding("message_pks"))
 # SQLite: one statement for every device, cheaper than one per device.
 _PENDING_PER_DEVICE = (
     select(COPIES.c.device_pk, func.count().label("fewer"))
-    .where(_OF_THE_MESSAGES, COPIES.c.state == _PENDING)
+    .where(_OF_THE_MESSAGES, COPIES.c.state == PENDING)
     .group_by(COPIES.c.device_pk)
     .subquery()
 )
@@ -96,7 +80,7 @@ _COUNT_FEWER_QUEUED_FOR_MESSAGES = (
     .where(DEVICES.c.pk == _PENDING_PER_DEVICE.c.device_pk)
     .values(queued=DEVICES.c.queued - _PENDING_PER_DEVICE.c.fewer)
 )
-_DELETE_PENDING_COPIES = delete(COPIES).where(_OF_THE_MESSAGES, COPIES.c.state == _PENDING)
+_DELETE_PENDING_COPIES = delete(COPIES).where(_OF_THE_MESSAGES, COPIES.c.state == PENDING)
 _DELETE_COPIES = delete(COPIES).where(_OF_THE_MESSAGES)
 # PostgreSQL: RETURNING gives the state each copy had when it was deleted, after
 # any concurrent expiry of it by a send's sweep.
@@ -264,7 +248,7 @@ def drop_unneeded_bodies(dbsession: Session, message_pks: list[int]) -> int:
 
 
 _STILL_PENDING = exists().where(
-    COPIES.c.message_pk == BODIES.c.message_pk, COPIES.c.state == _PENDING
+    COPIES.c.message_pk == BODIES.c.message_pk, COPIES.c.state == PENDING
 )
 _DROP_UNNEEDED_BODIES = delete(BODIES).where(
     BODIES.c.message_pk.in_(_expanding("message_pks")), ~_STILL_PENDING

@@ -9,21 +9,12 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from ..models import Device, IdempotencyKey, Message, User
 from ..models.prepared import Prepared
+from ..models.tables import DEVICES, IDEMPOTENCY_KEYS, MESSAGES, USERS
 from ..tokens import new_id
 from . import Conflict, LimitReached, ServiceError, storing
 from .accounts import Caller
 from .retention import expire_copies
-
-# The hot path reads and writes through the tables: the ORM's machinery
-# (entity-aware selects, bulk inserts) costs more than the statements do.
-MESSAGES, DEVICES, USERS, IDEMPOTENCY_KEYS = (
-    Message.__table__,
-    Device.__table__,
-    User.__table__,
-    IdempotencyKey.__table__,
-)
 
 
 class IdempotencyMismatch(ServiceError):

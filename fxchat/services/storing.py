@@ -23,15 +23,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
-from ..models import Body, Copy, CopyState, IdempotencyKey, Message
+from ..models import CopyState
 from ..models.prepared import Prepared
+from ..models.tables import BODIES, COPIES, IDEMPOTENCY_KEYS, MESSAGES
 
-MESSAGES, BODIES, COPIES, IDEMPOTENCY_KEYS = (
-    Message.__table__,
-    Body.__table__,
-    Copy.__table__,
-    IdempotencyKey.__table__,
-)
 MESSAGE_COLUMNS = (
     "message_id",
     "sender_user_pk",
