@@ -8,15 +8,16 @@ processes purging at once only share the work.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pyramid.events import NewRequest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from .models import get_engine, get_session_factory
 from .services.retention import Pace, PurgeReport, purge
@@ -35,6 +36,9 @@ PACES = {
 }
 # On SQLite, the shortest rest: time for a writer waiting on the lock to take it.
 HANDOVER_SECONDS = 0.001
+# PostgreSQL advisory lock held by the one purge running on a database
+# (any 64-bit number no other application on the database uses).
+PURGE_LOCK_KEY = 0x66786368_70757267  # "fxchpurg"
 
 
 def run_purge(
@@ -47,27 +51,69 @@ def run_purge(
     """One full purge with the registry's database and settings.
 
     ``wait(seconds)`` rests between batches; a true answer stops the purge.
+    If another purge of the database is running, does nothing and says so
+    (``skipped``).
     """
     settings = registry.fxchat
     engine = registry["db_engine"]
     if pace is None:
         pace = PACES.get(engine.dialect.name, Pace())
-    with _purging_sessions(registry) as (session_factory, rest):
+    with _the_only_purge(engine) as alone:
+        if not alone:
+            return PurgeReport(skipped=True)
+        with _purging_sessions(registry) as (session_factory, rest):
 
-        @contextmanager
-        def one_transaction():
-            with session_factory() as dbsession, dbsession.begin():
-                yield dbsession
+            @contextmanager
+            def one_transaction():
+                with session_factory() as dbsession, dbsession.begin():
+                    yield dbsession
 
-        return purge(
-            one_transaction,
-            now=now if now is not None else int(time.time() * 1000),
-            receipt_retention=settings.receipt_retention,
-            idempotency_window=settings.idempotency_window,
-            batch_size=settings.purge_batch_size,
-            pace=pace,
-            wait=lambda seconds: rest(seconds, wait),
-        )
+            return purge(
+                one_transaction,
+                now=now if now is not None else int(time.time() * 1000),
+                receipt_retention=settings.receipt_retention,
+                idempotency_window=settings.idempotency_window,
+                batch_size=settings.purge_batch_size,
+                pace=pace,
+                wait=lambda seconds: rest(seconds, wait),
+            )
+
+
+@contextmanager
+def _the_only_purge(engine) -> Iterator[bool]:
+    """Whether no other purge of this database is running; if so, none starts until this ends.
+
+    Every worker process has a purger, and a cron job may run fxchat-purge
+    too: they would only share the work, but on SQLite each batch holds the
+    only write lock, and eight purgers resting in turn leave the requests no
+    rest at all. The others skip their round. The lock goes with its process
+    (an flock, a PostgreSQL session), so a purge that dies frees it.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            key = {"key": PURGE_LOCK_KEY}
+            if not connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), key):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        yield True  # in memory: one process
+        return
+    descriptor = os.open(f"{database}-purge", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(descriptor)  # and with it the lock
 
 
 @contextmanager
@@ -139,7 +185,7 @@ class Purger:
         while not self.stopping.wait(self.interval):
             try:
                 report = run_purge(self.registry, wait=self.stopping.wait)
-                if any(report.as_json().values()):
+                if not report.skipped and any(report.as_json().values()):
                     logger.info("purged", extra={"fields": report.as_json()})
             except Exception:
                 # The database may be down; the next round will try again.

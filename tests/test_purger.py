@@ -1,9 +1,12 @@
 """The server purges by itself while it runs: a purger thread per process."""
 
+import subprocess
+import sys
 import time
 
 from sqlalchemy import func, select
 
+from fxchat import purger
 from fxchat.models import Body, Copy, CopyState
 
 from .conftest import register
@@ -36,3 +39,36 @@ def test_purging_can_be_turned_off(make_app):
     app = make_app(purge_interval=0)
     app.get("/__lbheartbeat__")
     assert app.app.registry["fxchat.purger"].pid is None
+
+
+def test_one_purge_at_a_time_on_a_database(make_app):
+    # Every worker has a purger (and cron may run fxchat-purge): while one
+    # purges, the others skip their round and change nothing.
+    app = make_app(purge_interval=0)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    alice.send_to(bob, ttl=1)
+    registry = app.app.registry
+    later = int(time.time() * 1000) + 5_000
+    with purger._the_only_purge(registry["db_engine"]) as alone:
+        assert alone
+        report = purger.run_purge(registry, now=later)
+        assert report.skipped and report.as_json()["skipped"] is True
+        assert report.expired_copies == 0
+        # Another process's purge is refused too, not only this thread's.
+        assert _purge_in_another_process(registry) == "skipped"
+    report = purger.run_purge(registry, now=later)
+    assert not report.skipped and report.expired_copies == 1
+
+
+def _purge_in_another_process(registry) -> str:
+    engine = registry["db_engine"]
+    code = (
+        "import sys; from sqlalchemy import create_engine; from fxchat import purger\n"
+        "with purger._the_only_purge(create_engine(sys.argv[1])) as alone:\n"
+        "    print('purged' if alone else 'skipped')\n"
+    )
+    url = engine.url.render_as_string(hide_password=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.strip()

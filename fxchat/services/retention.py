@@ -98,13 +98,16 @@ class PurgeReport:
     deleted_messages: int = 0
     deleted_idempotency_keys: int = 0
     batches: int = field(default=0, repr=False)
+    # Another purge of the same database was running: this one did nothing.
+    skipped: bool = False
 
     def as_json(self) -> dict:
-        return {
+        report = {
             "expired_copies": self.expired_copies,
             "deleted_messages": self.deleted_messages,
             "deleted_idempotency_keys": self.deleted_idempotency_keys,
         }
+        return {**report, "skipped": True} if self.skipped else report
 
 
 @dataclass(frozen=True)
