@@ -11,11 +11,14 @@ from sqlalchemy.orm import Session
 
 from ..encoding import b64encode, encode_cursor
 from ..models import CopyState
+from ..models.prepared import Prepared
 from ..models.tables import BODIES, COPIES, MESSAGES, PENDING
 from .accounts import Caller
 from .retention import count_fewer_queued, drop_unneeded_bodies
 
-_QUEUE = (
+# Run on the driver (models.prepared): a page is up to 501 rows, and
+# SQLAlchemy's result rows cost more than the driver's tuples.
+_QUEUE_SELECT = (
     select(
         COPIES.c.pk,
         MESSAGES.c.message_id,
@@ -42,7 +45,8 @@ _QUEUE = (
     .order_by(COPIES.c.pk)
     .limit(bindparam("limit"))
 )
-_QUEUE_AFTER = _QUEUE.where(COPIES.c.pk > bindparam("after"))
+_QUEUE = Prepared(_QUEUE_SELECT)
+_QUEUE_AFTER = Prepared(_QUEUE_SELECT.where(COPIES.c.pk > bindparam("after")))
 
 
 @dataclass(frozen=True)
@@ -62,13 +66,9 @@ def fetch(
     One range scan of the ``ix_copies_queue`` index, whatever the size of
     the other devices' queues; the extra row tells whether a next page exists.
     """
-    rows = (
-        dbsession.connection()
-        .execute(
-            _QUEUE if after is None else _QUEUE_AFTER,
-            {"device_pk": device.pk, "now": now, "after": after, "limit": limit + 1},
-        )
-        .all()
+    rows = (_QUEUE if after is None else _QUEUE_AFTER).execute(
+        dbsession.connection(),
+        {"device_pk": device.pk, "now": now, "after": after, "limit": limit + 1},
     )
     has_more = len(rows) > limit
     rows = rows[:limit]
@@ -147,7 +147,9 @@ _ACK_POSTGRESQL = text(
 # SQLite runs one writer at a time (models/sqlite.py): no row locks. Without
 # statistics, it takes "device_pk = ?" to pick out a few rows and would scan
 # the whole queue for the ids: likely() makes it look up each id instead.
-_ACKABLE_SQLITE = (
+# On the driver: SQLAlchemy would process the 500 items of the IN list on
+# every call; here the statement for 500 ids is rendered once.
+_ACKABLE_SQLITE = Prepared(
     select(MESSAGES.c.message_id, COPIES.c.pk, MESSAGES.c.pk)
     .select_from(COPIES.join(MESSAGES, MESSAGES.c.pk == COPIES.c.message_pk))
     .where(
@@ -155,7 +157,8 @@ _ACKABLE_SQLITE = (
         func.likely(COPIES.c.device_pk == bindparam("device_pk")),
         COPIES.c.state == PENDING,
         COPIES.c.expires_at > bindparam("now"),
-    )
+    ),
+    lists=["ids"],
 )
 # Straight to the driver: a Core executemany processes each row's parameters
 # in Python, which costs more than SQLite's own work.
@@ -227,8 +230,8 @@ def _ack_sqlite(
     """Acknowledge the device's pending copies among ``mac_keys``; their message pks by id."""
     pending = {
         message_id: (copy_pk, message_pk)
-        for message_id, copy_pk, message_pk in db.execute(
-            _ACKABLE_SQLITE, {"ids": list(mac_keys), "device_pk": device_pk, "now": now}
+        for message_id, copy_pk, message_pk in _ACKABLE_SQLITE.execute(
+            db, {"ids": list(mac_keys), "device_pk": device_pk, "now": now}
         )
     }
     if pending:
