@@ -102,40 +102,38 @@ class Prepared:
 
     def execute(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple]:
         """Run on ``connection``'s transaction; the rows (empty for no result)."""
-        dialect = connection.dialect
-        rendering = self._rendering(dialect, values)
-        parameters = rendering.parameters(values)
-        dbapi_connection = connection.connection.driver_connection
-        cursor = dbapi_connection.cursor()
-        for observe in observers:
-            observe(rendering.sql)
-        try:
-            cursor.execute(rendering.sql, parameters)
+        rendering = self._rendering(connection.dialect, values)
+
+        def run(cursor, sql, parameters):
+            cursor.execute(sql, parameters)
             return cursor.fetchall() if cursor.description is not None else []
-        except dialect.loaded_dbapi.Error as error:
-            raise _as_sqlalchemy_error(
-                connection, dbapi_connection, cursor, rendering.sql, parameters, error
-            ) from error
-        finally:
-            cursor.close()
+
+        return _on_driver(connection, rendering.sql, rendering.parameters(values), run)
 
     def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run once per row of ``rows`` (no IN lists, no results), with the driver's executemany."""
-        dialect = connection.dialect
-        rendering = self._rendering(dialect, rows[0])
-        dbapi_connection = connection.connection.driver_connection
-        cursor = dbapi_connection.cursor()
+        rendering = self._rendering(connection.dialect, rows[0])
         parameters = [rendering.parameters(row) for row in rows]
-        for observe in observers:
-            observe(rendering.sql)
-        try:
-            cursor.executemany(rendering.sql, parameters)
-        except dialect.loaded_dbapi.Error as error:
-            raise _as_sqlalchemy_error(
-                connection, dbapi_connection, cursor, rendering.sql, parameters, error
-            ) from error
-        finally:
-            cursor.close()
+        _on_driver(
+            connection, rendering.sql, parameters, lambda cursor, sql, p: cursor.executemany(sql, p)
+        )
+
+
+def _on_driver(connection: Connection, sql: str, parameters, run: Callable):
+    """``run(cursor, sql, parameters)`` on a cursor of ``connection``'s driver connection."""
+    dialect = connection.dialect
+    dbapi_connection = connection.connection.driver_connection
+    cursor = dbapi_connection.cursor()
+    for observe in observers:
+        observe(sql)
+    try:
+        return run(cursor, sql, parameters)
+    except dialect.loaded_dbapi.Error as error:
+        raise _as_sqlalchemy_error(
+            connection, dbapi_connection, cursor, sql, parameters, error
+        ) from error
+    finally:
+        cursor.close()
 
 
 def _as_sqlalchemy_error(connection: Connection, dbapi_connection, cursor, sql, parameters, error):
