@@ -78,6 +78,8 @@ class Prepared:
         self.statement = statement
         self.lists = tuple(lists)
         self._compiled: dict[str, Any] = {}
+        # One rendering per dialect and IN-list lengths met: bounded by the
+        # request limits (recipients per send, ids per acknowledgement).
         self._renderings: dict[tuple, _Compiled] = {}
 
     def _rendering(self, dialect: Dialect, values: Mapping[str, Any]) -> _Compiled:
