@@ -2,8 +2,8 @@
 
 Started lazily by the first request a process serves, so that a server
 which forks its workers after loading the application still gets one
-purger per worker. Purge steps are idempotent and batched, so several
-processes purging at once only share the work.
+purger per worker. One purge runs at a time on a database: the others
+skip their round (see _the_only_purge).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pyramid.events import NewRequest
 from sqlalchemy import event, text
 
-from .models import get_engine, get_session_factory
+from .models import get_engine, get_session_factory, sqlite
 from .services.retention import Pace, PurgeReport, purge
 
 logger = logging.getLogger(__name__)
@@ -100,9 +100,9 @@ def _the_only_purge(engine) -> Iterator[bool]:
             finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
         return
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
-        yield True  # in memory: one process
+    database = sqlite.database_file(engine)
+    if database is None:
+        yield True  # SQLite in memory: one process
         return
     descriptor = os.open(f"{database}-purge", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -120,7 +120,7 @@ def _the_only_purge(engine) -> Iterator[bool]:
 def _purging_sessions(registry):
     """A session factory for the purge, and how to rest between its batches."""
     engine = registry["db_engine"]
-    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+    if sqlite.database_file(engine) is None:
         yield registry["dbsession_factory"], lambda seconds, wait: wait(seconds)
         return
     # SQLite: connections of the purge's own, which leave copying the WAL into

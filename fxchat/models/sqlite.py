@@ -26,9 +26,17 @@ _LOCK_FD = "fxchat_writer_lock_fd"
 _LOCK_HELD = "fxchat_writer_lock_held"
 
 
-def configure(engine: Engine, synchronous: str) -> None:
+def database_file(engine: Engine) -> str | None:
+    """The path of ``engine``'s SQLite file; None for another database or one in memory."""
     database = engine.url.database
-    on_disk = database not in (None, "", ":memory:")
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    return database
+
+
+def configure(engine: Engine, synchronous: str) -> None:
+    database = database_file(engine)
+    on_disk = database is not None
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, record):

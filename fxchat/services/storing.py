@@ -72,10 +72,7 @@ def _store_row_by_table(db, message, body, copies, idempotency_key) -> None:
         }
         for device_pk, *keys in copies
     ]
-    if len(rows) == 1:
-        _INSERT_COPY.execute(db, rows[0])
-    else:
-        _INSERT_COPY.execute_many(db, rows)
+    _INSERT_COPY.execute_many(db, rows)
     if idempotency_key is not None:
         _INSERT_KEY.execute(
             db, {**idempotency_key, "message_pk": message_pk, "created_at": message["sent_at"]}
