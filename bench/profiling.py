@@ -56,10 +56,12 @@ FOCUS: tuple[tuple[str, re.Pattern], ...] = tuple(
         ),
         ("JSON body parsing (WebOb json_body)", r"json_body"),
         ("sending.send (the service, all its SQL)", r"^send \(fxchat/services/sending\.py\)"),
-        ("  idempotency lookup (_earlier_send)", r"^_earlier_send "),
-        ("  recipients check (_current_recipient_devices)", r"^_current_recipient_devices "),
-        ("  queue places (_reserve_queue_places)", r"^_reserve_queue_places "),
-        ("  inserts (storing.store)", r"^store \(fxchat/services/storing\.py\)"),
+        ("  the send's transaction (storing.attempt_send)", r"^attempt_send "),
+        ("  pooled connection out and back (prepared.pooled)", r"^pooled "),
+        (
+            "  SQLite's write lock, BEGIN IMMEDIATE, COMMIT (sqlite.write_transaction)",
+            r"^write_transaction ",
+        ),
         ("commit (pyramid_tm -> transaction -> zope.sqlalchemy)", r"^TransactionManager\.commit "),
         (
             "connection checkout (pool, idle ping, SQLite's BEGIN)",
@@ -183,6 +185,9 @@ def count_statements(database_url: str, sends: int = 20) -> dict:
         statements: Counter = Counter()
 
         def count_sql(statement: str) -> None:
+            if statement == "COMMIT":  # a send's own transaction (fxchat.models.sqlite)
+                transactions["commit"] += 1
+                return
             statements[" ".join(statement.split())[:90]] += 1
 
         def count(conn, cursor, statement, parameters, context, executemany):
@@ -190,8 +195,8 @@ def count_statements(database_url: str, sends: int = 20) -> dict:
 
         # Through SQLAlchemy, and straight to the driver (the hot path).
         event.listen(engine, "before_cursor_execute", count)
-        prepared.observers.append(count_sql)
         transactions = Counter()
+        prepared.observers.append(count_sql)
         event.listen(engine, "commit", lambda conn: transactions.update(["commit"]))
         for i in range(sends):
             app.post(

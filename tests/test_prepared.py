@@ -13,7 +13,8 @@ import sqlalchemy
 from sqlalchemy import bindparam, insert, select, update
 
 from fxchat.models import get_engine
-from fxchat.models.prepared import Prepared
+from fxchat.database_errors import is_unavailable
+from fxchat.models.prepared import Prepared, pooled
 from fxchat.models.tables import USERS
 
 _VALUES = {
@@ -122,4 +123,38 @@ def test_a_broken_connection_is_invalidated(postgresql_url):
     # The pool hands out a working connection next.
     with engine.connect() as connection:
         assert _USERS_NAMED.execute(connection, {"user_ids": ["nobody"]}) == []
+    engine.dispose()
+
+
+def test_pooled_connections_commit_each_statement(engine):
+    with pooled(engine) as connection:
+        _ADD_USER.execute(connection, {"user_id": "ann", "created_at": 1})
+    # Seen from another connection: nothing was left to commit.
+    with engine.connect() as other:
+        assert _USERS_NAMED.execute(other, {"user_ids": ["ann"]}) == [("ann",)]
+
+
+def test_pooled_connections_go_back_as_they_came(engine):
+    # Sessions rely on the driver's own transactions: autocommit must not leak.
+    with pooled(engine) as connection:
+        driver = connection.driver_connection
+    with engine.connect() as connection:
+        assert connection.connection.driver_connection is driver
+        if engine.dialect.name == "postgresql":
+            assert driver.autocommit is False
+        connection.begin()
+        _ADD_USER.execute(connection, {"user_id": "ann", "created_at": 1})
+        connection.rollback()
+    with engine.connect() as connection:
+        assert _USERS_NAMED.execute(connection, {"user_ids": ["ann"]}) == []
+
+
+def test_a_database_that_cannot_be_reached_is_a_sqlalchemy_error(postgresql_url):
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused.
+    url = sqlalchemy.engine.make_url(postgresql_url).set(port=9)
+    engine = get_engine({"sqlalchemy.url": url.render_as_string(hide_password=False)})
+    with pytest.raises(sqlalchemy.exc.OperationalError) as raised:
+        with pooled(engine):
+            pass
+    assert is_unavailable(raised.value)
     engine.dispose()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import sqlalchemy
 import zope.sqlalchemy
@@ -16,7 +14,7 @@ from . import liveness, sqlite
 from .accounts import Device, User  # noqa: F401
 from .messages import Body, Copy, CopyState, IdempotencyKey, Message  # noqa: F401
 from .meta import Base  # noqa: F401
-from .sqlite import ONE_READ, READ_ONLY
+from .sqlite import READ_ONLY
 
 configure_mappers()
 
@@ -86,12 +84,6 @@ def read_only_engine(engine: Engine) -> Engine:
     return engine.execution_options(**{READ_ONLY: True})
 
 
-@functools.cache
-def one_read_engine(engine: Engine) -> Engine:
-    """``engine`` for sessions that read with one statement (SQLite: no BEGIN)."""
-    return engine.execution_options(**{READ_ONLY: True, ONE_READ: True})
-
-
 def get_tm_session(
     session_factory, transaction_manager, request=None, *, read_only: bool = False
 ) -> Session:
@@ -115,25 +107,6 @@ def get_tm_session(
 
 # Requests that only read: their session never takes SQLite's write lock.
 READING_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
-
-
-@contextmanager
-def lookup_connection(request) -> Iterator[sqlalchemy.Connection]:
-    """The connection for a request's preliminary read (authentication: one statement).
-
-    On SQLite a writing request's own session takes the database's only write
-    lock at its first statement, so reads made before the request's real work
-    (and the validation between) would hold every other writer up: there they
-    run on a connection of their own, with no transaction (SQLite gives the
-    statement one of its own), like the separate statements of READ COMMITTED
-    on PostgreSQL, where the request's session serves (no second connection).
-    """
-    engine = request.registry["db_engine"]
-    if request.method in READING_METHODS or engine.dialect.name != "sqlite":
-        yield request.dbsession.connection()
-        return
-    with one_read_engine(engine).connect() as connection:
-        yield connection
 
 
 def includeme(config) -> None:

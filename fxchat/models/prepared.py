@@ -20,17 +20,72 @@ see no difference.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import exc
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql import ClauseElement
 
 # Called with the SQL of every statement run here, as SQLAlchemy's
 # before_cursor_execute listeners would be (these statements bypass them):
 # the benchmarks count a send's statements with it.
 observers: list[Callable[[str], None]] = []
+
+
+class PooledConnection:
+    """A connection of the engine's pool used outside any Session (see :func:`pooled`)."""
+
+    __slots__ = ("dialect", "pooled", "driver_connection")
+
+    def __init__(self, engine: Engine):
+        self.dialect = engine.dialect
+        try:
+            self.pooled = engine.raw_connection()
+        except self.dialect.loaded_dbapi.Error as error:
+            # As Engine.connect raises it: the database is not there (503).
+            raise exc.DBAPIError.instance(
+                None,
+                None,
+                error,
+                self.dialect.loaded_dbapi.Error,
+                hide_parameters=True,
+                connection_invalidated=self.dialect.is_disconnect(error, None, None),
+                dialect=self.dialect,
+            ) from error
+        self.driver_connection = self.pooled.driver_connection
+
+    @property
+    def info(self) -> dict:
+        """The pool's dictionary for this connection (kept while it lives)."""
+        return self.pooled.info
+
+    def invalidate(self, error: BaseException) -> None:
+        self.pooled.invalidate(error)
+
+
+@contextmanager
+def pooled(engine: Engine) -> Iterator[PooledConnection]:
+    """A pooled connection in autocommit: each statement is its own transaction.
+
+    For what is one statement (authentication, a send on PostgreSQL) or a
+    short transaction of its own (a send on SQLite, which issues BEGIN
+    itself): no Session, no BEGIN and COMMIT round trips, no transaction
+    manager. SQLite's connections are in autocommit already
+    (``isolation_level=None``, see fxchat.models.get_engine).
+    """
+    connection = PooledConnection(engine)
+    postgresql = connection.dialect.name == "postgresql"
+    try:
+        if postgresql:
+            connection.driver_connection.autocommit = True
+        yield connection
+    finally:
+        if postgresql and not connection.driver_connection.closed:
+            connection.driver_connection.autocommit = False
+        # Back to the pool, which ends any transaction left open.
+        connection.pooled.close()
 
 
 class _Compiled:
@@ -102,8 +157,10 @@ class Prepared:
             self._renderings[key] = rendering
         return rendering
 
-    def execute(self, connection: Connection, values: Mapping[str, Any]) -> list[tuple]:
-        """Run on ``connection``'s transaction; the rows (empty for no result)."""
+    def execute(
+        self, connection: Connection | PooledConnection, values: Mapping[str, Any]
+    ) -> list[tuple]:
+        """Run on ``connection`` (in its transaction, if any); the rows (empty for no result)."""
         rendering = self._rendering(connection.dialect, values)
 
         def run(cursor, sql, parameters):
@@ -112,7 +169,9 @@ class Prepared:
 
         return _on_driver(connection, rendering.sql, rendering.parameters(values), run)
 
-    def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def execute_many(
+        self, connection: Connection | PooledConnection, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
         """Run once per row of ``rows`` (no IN lists, no results), with the driver's executemany."""
         rendering = self._rendering(connection.dialect, rows[0])
         parameters = [rendering.parameters(row) for row in rows]
@@ -121,10 +180,18 @@ class Prepared:
         )
 
 
-def _on_driver(connection: Connection, sql: str, parameters, run: Callable):
+def run_command(connection: PooledConnection, sql: str) -> None:
+    """A statement without parameters or result (``BEGIN IMMEDIATE``, ``COMMIT``), on the driver."""
+    _on_driver(connection, sql, (), lambda cursor, sql, parameters: cursor.execute(sql))
+
+
+def _on_driver(connection: Connection | PooledConnection, sql: str, parameters, run: Callable):
     """``run(cursor, sql, parameters)`` on a cursor of ``connection``'s driver connection."""
     dialect = connection.dialect
-    dbapi_connection = connection.connection.driver_connection
+    if isinstance(connection, PooledConnection):
+        dbapi_connection = connection.driver_connection
+    else:
+        dbapi_connection = connection.connection.driver_connection
     cursor = dbapi_connection.cursor()
     for observe in observers:
         observe(sql)
@@ -138,7 +205,9 @@ def _on_driver(connection: Connection, sql: str, parameters, run: Callable):
         cursor.close()
 
 
-def _as_sqlalchemy_error(connection: Connection, dbapi_connection, cursor, sql, parameters, error):
+def _as_sqlalchemy_error(
+    connection: Connection | PooledConnection, dbapi_connection, cursor, sql, parameters, error
+):
     """The exception ``Connection.execute`` would raise for ``error``; drops a broken connection."""
     dialect = connection.dialect
     disconnected = dialect.is_disconnect(error, dbapi_connection, cursor)

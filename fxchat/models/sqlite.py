@@ -10,18 +10,19 @@ is released, and a process that dies releases its lock with it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from .prepared import PooledConnection, run_command
+
 # The execution option that marks a connection used only for reading.
 READ_ONLY = "fxchat_read_only"
-# And the one for a connection that runs a single read: no BEGIN at all, SQLite
-# runs the statement in a transaction of its own (and skipping BEGIN and
-# ROLLBACK halves the cost of a one-row lookup).
-ONE_READ = "fxchat_one_read"
 _LOCK_FD = "fxchat_writer_lock_fd"
 _LOCK_HELD = "fxchat_writer_lock_held"
 
@@ -58,8 +59,6 @@ def configure(engine: Engine, synchronous: str) -> None:
         # and upgraded later could fail with SQLITE_BUSY_SNAPSHOT instead of
         # waiting. Readers keep a plain deferred BEGIN and never block writers.
         options = connection.get_execution_options()
-        if options.get(ONE_READ):
-            return
         if options.get(READ_ONLY):
             connection.exec_driver_sql("BEGIN")
             return
@@ -81,3 +80,30 @@ def configure(engine: Engine, synchronous: str) -> None:
             fcntl.flock(record.info[_LOCK_FD], fcntl.LOCK_UN)
         if _LOCK_FD in record.info:
             os.close(record.info.pop(_LOCK_FD))
+
+
+@contextmanager
+def write_transaction(connection: PooledConnection) -> Iterator[None]:
+    """A write transaction on a pooled connection (fxchat.models.prepared.pooled).
+
+    The same writers' queue and ``BEGIN IMMEDIATE`` as a Session's writes,
+    but nothing else inside: the lock is held from here to the end of the
+    COMMIT, not until a transaction manager gets round to committing.
+    """
+    info = connection.info
+    if _LOCK_FD in info and not info.get(_LOCK_HELD):
+        fcntl.flock(info[_LOCK_FD], fcntl.LOCK_EX)
+        info[_LOCK_HELD] = True
+    try:
+        run_command(connection, "BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            # A broken connection can't roll back: the pool drops it.
+            with contextlib.suppress(connection.dialect.loaded_dbapi.Error):
+                connection.driver_connection.rollback()
+            raise
+        run_command(connection, "COMMIT")
+    finally:
+        if info.pop(_LOCK_HELD, False):
+            fcntl.flock(info[_LOCK_FD], fcntl.LOCK_UN)

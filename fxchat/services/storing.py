@@ -1,106 +1,274 @@
-"""Writing a checked send: the message, its body once, a copy per device, its key.
+"""Storing a send: one atomic operation that checks and writes, or writes nothing.
 
-On PostgreSQL all of it is one statement (data-modifying CTEs, the copies
-from ``unnest`` of arrays, so the statement is the same whatever the number
-of recipients and is compiled once): one round trip instead of four, and a
-quarter of the per-statement work in the server process. SQLite has no
-data-modifying CTEs, and no round trips to save: there it is four inserts.
+:func:`attempt_send` looks up an earlier send with the same Idempotency-Key,
+checks that the listed devices are exactly the addressed users' current
+ones, takes a place in each recipient's queue, and writes the message, its
+body once, a copy per device and the key, all in one transaction on a pooled
+connection of its own (fxchat.models.prepared.pooled), not the request's
+session:
+
+* on PostgreSQL, one call of the function ``fxchat_send_v1`` (migration
+  0002) in autocommit: one round trip, where the same steps from Python
+  were eight, each costing the server process more than PostgreSQL;
+* on SQLite, the same steps in Python between ``BEGIN IMMEDIATE`` and
+  ``COMMIT`` (fxchat.models.sqlite.write_transaction), so that the
+  database's one write lock is held for them and the commit only.
+
+What it found is an :class:`Outcome`; what to answer is decided in
+fxchat.services.sending. The two implementations are tested by the same API
+tests, which run on both databases.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+
 from sqlalchemy import (
     BigInteger,
+    Integer,
     LargeBinary,
-    SmallInteger,
     String,
     bindparam,
-    func,
+    delete,
     insert,
     select,
-    true,
+    text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Engine
 
 from ..models import CopyState
-from ..models.prepared import Prepared
-from ..models.tables import BODIES, COPIES, IDEMPOTENCY_KEYS, MESSAGES
+from ..models.prepared import PooledConnection, Prepared, pooled
+from ..models.sqlite import write_transaction
+from ..models.tables import BODIES, COPIES, DEVICES, IDEMPOTENCY_KEYS, MESSAGES, USERS
+from .accounts import Caller
 
-MESSAGE_COLUMNS = (
-    "message_id",
-    "sender_user_pk",
-    "sender_user",
-    "sender_device_id",
-    "suite",
-    "sent_at",
-    "expires_at",
-)
 KEY_FIELDS = ("encrypted_aes_key", "msg_sig", "msg_pub_key")
 
 
-def store(
-    db: Connection,
-    message: dict,
-    body: bytes,
-    copies: list[tuple[int, bytes, bytes, bytes]],
-    idempotency_key: dict | None,
-) -> None:
-    """Insert ``message`` (its columns), ``body``, ``copies`` and the key.
-
-    ``copies`` are ``(device_pk, encrypted_aes_key, msg_sig, msg_pub_key)``;
-    ``idempotency_key`` holds ``device_pk``, ``key`` and ``request_hash``.
-    A concurrent twin (same key) fails on the key's primary key, and the
-    request is retried (fxchat.database_errors).
-    """
-    if db.dialect.name == "postgresql":
-        _store_in_one_statement(db, message, body, copies, idempotency_key)
-    else:
-        _store_row_by_table(db, message, body, copies, idempotency_key)
+class Found(enum.Enum):
+    STORED = "stored"
+    # A send with the same Idempotency-Key within the window (maybe another body).
+    EARLIER = "earlier"
+    # The listed devices are not the addressed users' current ones.
+    RECIPIENTS = "recipients"
+    # Some recipients' queues have no place left.
+    QUEUE_FULL = "queue_full"
 
 
-def _store_row_by_table(db, message, body, copies, idempotency_key) -> None:
-    [(message_pk,)] = _INSERT_MESSAGE.execute(db, message)
-    _INSERT_BODY.execute(db, {"message_pk": message_pk, "encrypted_message": body})
-    rows = [
+@dataclass(frozen=True)
+class SendAttempt:
+    """Everything a send writes, and the limits it is checked against."""
+
+    sender: Caller
+    message_id: str
+    suite: str
+    sent_at: int
+    expires_at: int
+    encrypted_message: bytes
+    # Validated recipient entries: user, device_id and the KEY_FIELDS.
+    recipients: list[dict]
+    max_queued: int
+    idempotency_key: str | None
+    request_hash: bytes
+    window_ms: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    found: Found
+    # STORED: this send; EARLIER: the earlier one, with its request's hash.
+    message_id: str | None = None
+    sent_at: int | None = None
+    expires_at: int | None = None
+    request_hash: bytes | None = None
+    # RECIPIENTS: the current devices; QUEUE_FULL: the full ones.
+    devices: tuple[tuple[str, str], ...] = ()
+    # QUEUE_FULL: the full devices' primary keys, in the same order.
+    device_pks: tuple[int, ...] = ()
+
+
+def attempt_send(engine: Engine, attempt: SendAttempt) -> Outcome:
+    """Check ``attempt`` and store it, in one transaction; what was found."""
+    with pooled(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            return _attempt_in_one_call(connection, attempt)
+        try:
+            with write_transaction(connection):
+                return _attempt_statement_by_statement(connection, attempt)
+        except _RolledBack as rolled_back:
+            return rolled_back.outcome
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+_SEND_FUNCTION_PARAMETERS = {
+    "sender_pk": BigInteger,
+    "sender_user_pk": BigInteger,
+    "sender_user": String,
+    "sender_device_id": String,
+    "key": String,
+    "request_hash": LargeBinary,
+    "window_ms": BigInteger,
+    "users": ARRAY(String),
+    "device_ids": ARRAY(String),
+    "encrypted_aes_keys": ARRAY(LargeBinary),
+    "msg_sigs": ARRAY(LargeBinary),
+    "msg_pub_keys": ARRAY(LargeBinary),
+    "message_id": String,
+    "suite": String,
+    "sent_at": BigInteger,
+    "expires_at": BigInteger,
+    "encrypted_message": LargeBinary,
+    "max_queued": Integer,
+}
+# Named arguments: the call does not depend on the order of the parameters.
+_SEND_FUNCTION = Prepared(
+    text(
+        "SELECT * FROM fxchat_send_v1("
+        + ", ".join(f"p_{name} => :{name}" for name in _SEND_FUNCTION_PARAMETERS)
+        + ")"
+    ).bindparams(*(bindparam(name, type_=t) for name, t in _SEND_FUNCTION_PARAMETERS.items()))
+)
+
+
+def _attempt_in_one_call(connection: PooledConnection, attempt: SendAttempt) -> Outcome:
+    sender, recipients = attempt.sender, attempt.recipients
+    [row] = _SEND_FUNCTION.execute(
+        connection,
         {
-            "message_pk": message_pk,
-            "device_pk": device_pk,
-            "state": CopyState.PENDING.value,
-            "expires_at": message["expires_at"],
-            **dict(zip(KEY_FIELDS, keys, strict=True)),
-        }
-        for device_pk, *keys in copies
-    ]
-    _INSERT_COPY.execute_many(db, rows)
-    if idempotency_key is not None:
-        _INSERT_KEY.execute(
-            db, {**idempotency_key, "message_pk": message_pk, "created_at": message["sent_at"]}
+            "sender_pk": sender.pk,
+            "sender_user_pk": sender.user_pk,
+            "sender_user": sender.user_id,
+            "sender_device_id": sender.device_id,
+            "key": attempt.idempotency_key,
+            "request_hash": attempt.request_hash,
+            "window_ms": attempt.window_ms,
+            "users": [r["user"] for r in recipients],
+            "device_ids": [r["device_id"] for r in recipients],
+            "encrypted_aes_keys": [r["encrypted_aes_key"] for r in recipients],
+            "msg_sigs": [r["msg_sig"] for r in recipients],
+            "msg_pub_keys": [r["msg_pub_key"] for r in recipients],
+            "message_id": attempt.message_id,
+            "suite": attempt.suite,
+            "sent_at": attempt.sent_at,
+            "expires_at": attempt.expires_at,
+            "encrypted_message": attempt.encrypted_message,
+            "max_queued": attempt.max_queued,
+        },
+    )
+    found, message_id, sent_at, expires_at, request_hash, users, device_ids, device_pks = row
+    return Outcome(
+        Found(found),
+        message_id=message_id,
+        sent_at=sent_at,
+        expires_at=expires_at,
+        request_hash=None if request_hash is None else bytes(request_hash),
+        devices=tuple(zip(users or (), device_ids or (), strict=True)),
+        device_pks=tuple(device_pks or ()),
+    )
+
+
+# -- SQLite -------------------------------------------------------------------
+
+
+class _RolledBack(Exception):
+    """Ends the write transaction without its writes; the outcome to report."""
+
+    def __init__(self, outcome: Outcome):
+        self.outcome = outcome
+
+
+def _attempt_statement_by_statement(connection: PooledConnection, attempt: SendAttempt) -> Outcome:
+    # One writer at a time: nothing read here changes before the commit.
+    sender = attempt.sender
+    if attempt.idempotency_key is not None:
+        key = {"device_pk": sender.pk, "key": attempt.idempotency_key}
+        earlier = _EARLIER_SEND.execute(connection, key)
+        if earlier:
+            [(request_hash, created_at, message_id, sent_at, expires_at)] = earlier
+            if created_at + attempt.window_ms > attempt.sent_at:
+                return Outcome(Found.EARLIER, message_id, sent_at, expires_at, request_hash)
+            # Too old to be a retry: forget it, and the key may be used again.
+            _FORGET_KEY.execute(connection, key)
+
+    user_ids = sorted({r["user"] for r in attempt.recipients})
+    users = dict(_USERS.execute(connection, {"user_ids": user_ids}))
+    current = {
+        (users[user_pk], device_id): device_pk
+        for device_pk, device_id, user_pk in _ACTIVE_DEVICES.execute(
+            connection, {"user_pks": list(users)}
+        )
+        if device_pk != sender.pk
+    }
+    listed = [(r["user"], r["device_id"]) for r in attempt.recipients]
+    # The listed pairs are distinct (the schema checks it).
+    if len(listed) != len(current) or not all(device in current for device in listed):
+        return Outcome(Found.RECIPIENTS, devices=tuple(current))
+
+    device_pks = [current[device] for device in listed]
+    reserved = {
+        pk
+        for (pk,) in _COUNT_ONE_MORE.execute(
+            connection, {"device_pks": device_pks, "max_queued": attempt.max_queued}
+        )
+    }
+    if len(reserved) < len(device_pks):
+        # The counters of the others went up: undo them with the transaction.
+        full = sorted(pk for pk in device_pks if pk not in reserved)
+        names = {pk: device for device, pk in current.items()}
+        raise _RolledBack(
+            Outcome(
+                Found.QUEUE_FULL,
+                devices=tuple(names[pk] for pk in full),
+                device_pks=tuple(full),
+            )
         )
 
-
-def _store_in_one_statement(db, message, body, copies, idempotency_key) -> None:
-    device_pks, aes_keys, sigs, pub_keys = (list(column) for column in zip(*copies, strict=True))
-    parameters = {
-        **message,
-        "encrypted_message": body,
-        "device_pks": device_pks,
-        "encrypted_aes_keys": aes_keys,
-        "msg_sigs": sigs,
-        "msg_pub_keys": pub_keys,
-    }
-    if idempotency_key is None:
-        _STORE.execute(db, parameters)
-    else:
-        _STORE_WITH_KEY.execute(
-            db,
+    [(message_pk,)] = _INSERT_MESSAGE.execute(
+        connection,
+        {
+            "message_id": attempt.message_id,
+            "sender_user_pk": sender.user_pk,
+            "sender_user": sender.user_id,
+            "sender_device_id": sender.device_id,
+            "suite": attempt.suite,
+            "sent_at": attempt.sent_at,
+            "expires_at": attempt.expires_at,
+        },
+    )
+    _INSERT_BODY.execute(
+        connection, {"message_pk": message_pk, "encrypted_message": attempt.encrypted_message}
+    )
+    _INSERT_COPY.execute_many(
+        connection,
+        [
             {
-                **parameters,
-                "key_device_pk": idempotency_key["device_pk"],
-                "key": idempotency_key["key"],
-                "request_hash": idempotency_key["request_hash"],
+                "message_pk": message_pk,
+                "device_pk": device_pk,
+                "state": CopyState.PENDING.value,
+                "expires_at": attempt.expires_at,
+                "encrypted_aes_key": r["encrypted_aes_key"],
+                "msg_sig": r["msg_sig"],
+                "msg_pub_key": r["msg_pub_key"],
+            }
+            for device_pk, r in zip(device_pks, attempt.recipients, strict=True)
+        ],
+    )
+    if attempt.idempotency_key is not None:
+        _INSERT_KEY.execute(
+            connection,
+            {
+                "device_pk": sender.pk,
+                "key": attempt.idempotency_key,
+                "request_hash": attempt.request_hash,
+                "message_pk": message_pk,
+                "created_at": attempt.sent_at,
             },
         )
+    return Outcome(Found.STORED, attempt.message_id, attempt.sent_at, attempt.expires_at)
 
 
 def _insert(table, columns, returning=None) -> Prepared:
@@ -108,64 +276,60 @@ def _insert(table, columns, returning=None) -> Prepared:
     return Prepared(statement if returning is None else statement.returning(returning))
 
 
-# SQLite's four inserts.
-_INSERT_MESSAGE = _insert(MESSAGES, MESSAGE_COLUMNS, returning=MESSAGES.c.pk)
+_IDEMPOTENCY_KEY = (
+    IDEMPOTENCY_KEYS.c.device_pk == bindparam("device_pk"),
+    IDEMPOTENCY_KEYS.c.key == bindparam("key"),
+)
+_EARLIER_SEND = Prepared(
+    select(
+        IDEMPOTENCY_KEYS.c.request_hash,
+        IDEMPOTENCY_KEYS.c.created_at,
+        MESSAGES.c.message_id,
+        MESSAGES.c.sent_at,
+        MESSAGES.c.expires_at,
+    )
+    .join(MESSAGES, MESSAGES.c.pk == IDEMPOTENCY_KEYS.c.message_pk)
+    .where(*_IDEMPOTENCY_KEY)
+)
+_FORGET_KEY = Prepared(delete(IDEMPOTENCY_KEYS).where(*_IDEMPOTENCY_KEY))
+_USERS = Prepared(
+    select(USERS.c.pk, USERS.c.user_id).where(
+        USERS.c.user_id.in_(bindparam("user_ids", expanding=True))
+    ),
+    lists=["user_ids"],
+)
+_ACTIVE_DEVICES = Prepared(
+    select(DEVICES.c.pk, DEVICES.c.device_id, DEVICES.c.user_pk).where(
+        DEVICES.c.user_pk.in_(bindparam("user_pks", expanding=True)),
+        DEVICES.c.revoked_at.is_(None),
+    ),
+    lists=["user_pks"],
+)
+_COUNT_ONE_MORE = Prepared(
+    update(DEVICES)
+    .where(
+        DEVICES.c.pk.in_(bindparam("device_pks", expanding=True)),
+        DEVICES.c.queued < bindparam("max_queued"),
+    )
+    .values(queued=DEVICES.c.queued + 1)
+    .returning(DEVICES.c.pk),
+    lists=["device_pks"],
+)
+_INSERT_MESSAGE = _insert(
+    MESSAGES,
+    (
+        "message_id",
+        "sender_user_pk",
+        "sender_user",
+        "sender_device_id",
+        "suite",
+        "sent_at",
+        "expires_at",
+    ),
+    returning=MESSAGES.c.pk,
+)
 _INSERT_BODY = _insert(BODIES, ("message_pk", "encrypted_message"))
 _INSERT_COPY = _insert(COPIES, ("message_pk", "device_pk", "state", "expires_at", *KEY_FIELDS))
 _INSERT_KEY = _insert(
     IDEMPOTENCY_KEYS, ("device_pk", "key", "request_hash", "message_pk", "created_at")
 )
-
-
-def _one_statement(with_key: bool):
-    new_message = (
-        insert(MESSAGES)
-        .values({name: bindparam(name) for name in MESSAGE_COLUMNS})
-        .returning(MESSAGES.c.pk)
-        .cte("new_message")
-    )
-    new_body = insert(BODIES).from_select(
-        ["message_pk", "encrypted_message"],
-        select(new_message.c.pk, bindparam("encrypted_message", type_=LargeBinary)),
-    )
-    keys = (
-        func.unnest(
-            bindparam("device_pks", type_=ARRAY(BigInteger)),
-            bindparam("encrypted_aes_keys", type_=ARRAY(LargeBinary)),
-            bindparam("msg_sigs", type_=ARRAY(LargeBinary)),
-            bindparam("msg_pub_keys", type_=ARRAY(LargeBinary)),
-        )
-        .table_valued("device_pk", *KEY_FIELDS)
-        .render_derived(name="keys")
-    )
-    statement = insert(COPIES).from_select(
-        ["message_pk", "device_pk", "state", "expires_at", *KEY_FIELDS],
-        select(
-            new_message.c.pk,
-            keys.c.device_pk,
-            bindparam("pending", CopyState.PENDING.value, type_=SmallInteger),
-            bindparam("expires_at", type_=BigInteger),
-            *(keys.c[name] for name in KEY_FIELDS),
-        )
-        .select_from(new_message)
-        .join(keys, true()),
-    )
-    # Data-modifying CTEs run whether or not the statement reads them.
-    statement = statement.add_cte(new_body.cte("new_body"))
-    if with_key:
-        new_key = insert(IDEMPOTENCY_KEYS).from_select(
-            ["device_pk", "key", "request_hash", "message_pk", "created_at"],
-            select(
-                bindparam("key_device_pk", type_=BigInteger),
-                bindparam("key", type_=String),
-                bindparam("request_hash", type_=LargeBinary),
-                new_message.c.pk,
-                bindparam("sent_at", type_=BigInteger),
-            ),
-        )
-        statement = statement.add_cte(new_key.cte("new_key"))
-    return statement
-
-
-_STORE = Prepared(_one_statement(with_key=False))
-_STORE_WITH_KEY = Prepared(_one_statement(with_key=True))

@@ -47,7 +47,7 @@ def idempotency_key(request, **kwargs):
 def send(request):
     settings = request.registry.fxchat
     sent = sending.send(
-        request.dbsession,
+        request.registry["db_engine"],
         request.identity,
         request.validated,
         now=request.now,

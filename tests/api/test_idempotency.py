@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import threading
+import time
 
-from fxchat.services import sending
+import pytest
+import sqlalchemy
+import webtest
 
 from .checks import (
     DAY,
@@ -84,21 +87,61 @@ def test_refused_send_does_not_take_the_key(app, alice, bob):
     assert [m["id"] for m in phone.inbox()] == [sent.json["id"]]
 
 
-def test_concurrent_repeat_is_answered_like_the_first(app, alice, bob, monkeypatch):
-    """A repeat that checks for its key just before the first send commits it."""
+def test_concurrent_repeats_are_answered_like_one_send(app, alice, bob, database_kind):
+    """Two sends with one key at once: both get the answer of the one that is stored.
+
+    On PostgreSQL both are held at the recipient's row lock after each found
+    no earlier send; once released, one stores the message and the other's
+    key collides with it, and is retried (pyramid_retry) into the first
+    one's answer. SQLite runs one writer at a time: the second sees the key.
+    """
     body = alice.envelope(bob)
-    first = idempotent_send(alice, body, "send-1").json
-    looked_up = sending._earlier_send
-    misses = iter([True])
+    engine = app.app.registry["db_engine"]
+    answers = []
 
-    def not_yet_committed(*args, **kwargs):
-        # The first attempt does not see the twin's key yet; its insert then collides.
-        return None if next(misses, False) else looked_up(*args, **kwargs)
+    def send_once():
+        twin = webtest.TestApp(app.app)
+        answers.append(
+            twin.post_json(
+                "/v1/messages",
+                body,
+                headers={**alice.headers, "Idempotency-Key": "send-1"},
+                status="*",
+            )
+        )
 
-    monkeypatch.setattr(sending, "_earlier_send", not_yet_committed)
-    again = alice.post("/v1/messages", body, headers={"Idempotency-Key": "send-1"}, status="*")
-    assert (again.status_int, again.json) == (201, first)
+    threads = [threading.Thread(target=send_once) for _ in range(2)]
+    with engine.connect() as blocker:
+        if database_kind == "postgresql":
+            blocker.execute(
+                sqlalchemy.text("SELECT 1 FROM devices WHERE device_id = :d FOR UPDATE"),
+                {"d": bob.device_id},
+            )
+        for thread in threads:
+            thread.start()
+        if database_kind == "postgresql":
+            _wait_for_lock_waiters(blocker, 2)
+        blocker.commit()
+    for thread in threads:
+        thread.join(30)
+    assert [a.status_int for a in answers] == [201, 201]
+    assert answers[0].json == answers[1].json
     assert count(app, "messages") == 1
+    assert [m["id"] for m in bob.inbox()] == [answers[0].json["id"]]
+
+
+def _wait_for_lock_waiters(connection, n: int, timeout: float = 10) -> None:
+    waiting = sqlalchemy.text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.engine.connect() as observer:
+            if observer.scalar(waiting) >= n:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {n} sends waited for the lock")
 
 
 @pytest.mark.parametrize(

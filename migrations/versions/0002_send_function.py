@@ -1,0 +1,167 @@
+"""PostgreSQL: a send is one call of fxchat_send_v1
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-02 18:40:00
+
+A send's checks and writes (idempotency key, the addressed users' device
+sets, the queue places, the message, its body, its copies, its key) were
+eight round trips from the server process, each costing more in the driver
+than in PostgreSQL. As one function called in autocommit they are one
+statement: one round trip, one transaction, and no BEGIN or COMMIT of their
+own. fxchat.services.storing calls it and documents the outcomes; on SQLite
+the same steps run in Python (there are no round trips to save).
+
+The version is in the name: a release that changes the function adds
+fxchat_send_v2 in a new migration, so that workers still running the old
+code keep calling the one they know during a rolling upgrade.
+"""
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+SEND_FUNCTION = r"""
+CREATE FUNCTION fxchat_send_v1(
+    p_sender_pk bigint,
+    p_sender_user_pk bigint,
+    p_sender_user text,
+    p_sender_device_id text,
+    p_key text,
+    p_request_hash bytea,
+    p_window_ms bigint,
+    p_users text[],
+    p_device_ids text[],
+    p_encrypted_aes_keys bytea[],
+    p_msg_sigs bytea[],
+    p_msg_pub_keys bytea[],
+    p_message_id text,
+    p_suite text,
+    p_sent_at bigint,
+    p_expires_at bigint,
+    p_encrypted_message bytea,
+    p_max_queued integer
+) RETURNS TABLE (
+    outcome text,
+    message_id text,
+    sent_at bigint,
+    expires_at bigint,
+    request_hash bytea,
+    device_users text[],
+    device_ids text[],
+    device_pks bigint[]
+)
+LANGUAGE plpgsql VOLATILE
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_earlier record;
+    v_user_pks bigint[];
+    v_device_pks bigint[];
+    v_matched integer;
+    v_current integer;
+    v_full bigint[];
+    v_message_pk bigint;
+BEGIN
+    -- Every statement below sees what was committed before it started (a
+    -- VOLATILE function under READ COMMITTED): the reads after a lock wait
+    -- see the change that was waited for.
+    IF p_key IS NOT NULL THEN
+        SELECT k.request_hash, k.created_at, m.message_id, m.sent_at, m.expires_at
+          INTO v_earlier
+          FROM idempotency_keys k JOIN messages m ON m.pk = k.message_pk
+         WHERE k.device_pk = p_sender_pk AND k.key = p_key;
+        IF FOUND THEN
+            IF v_earlier.created_at + p_window_ms > p_sent_at THEN
+                RETURN QUERY SELECT 'earlier'::text, v_earlier.message_id::text,
+                    v_earlier.sent_at, v_earlier.expires_at, v_earlier.request_hash,
+                    NULL::text[], NULL::text[], NULL::bigint[];
+                RETURN;
+            END IF;
+            -- Too old to be a retry: forget it, and the key may be used again.
+            DELETE FROM idempotency_keys k WHERE k.device_pk = p_sender_pk AND k.key = p_key;
+        END IF;
+    END IF;
+
+    -- FOR SHARE on the addressed users, in primary-key order: device changes
+    -- update the user row, so they wait for this send, or this send waits
+    -- for them and then sees their result.
+    SELECT array_agg(u.pk) INTO v_user_pks
+      FROM (SELECT users.pk FROM users WHERE users.user_id = ANY (p_users)
+             ORDER BY users.pk FOR SHARE) u;
+
+    -- The listed devices that are current, in the order listed, and how many
+    -- current devices there are: the sets are equal if both counts are the
+    -- number listed (the listed pairs are distinct).
+    SELECT count(*)::integer, array_agg(d.pk ORDER BY l.n)
+      INTO v_matched, v_device_pks
+      FROM unnest(p_users, p_device_ids) WITH ORDINALITY AS l(user_id, device_id, n)
+      JOIN devices d ON d.device_id = l.device_id
+      JOIN users u ON u.pk = d.user_pk AND u.user_id = l.user_id
+     WHERE d.revoked_at IS NULL AND d.pk <> p_sender_pk;
+    SELECT count(*)::integer INTO v_current
+      FROM devices d
+     WHERE d.user_pk = ANY (v_user_pks) AND d.revoked_at IS NULL AND d.pk <> p_sender_pk;
+    IF v_matched <> cardinality(p_device_ids) OR v_current <> v_matched THEN
+        RETURN QUERY
+        SELECT 'recipients'::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bytea,
+               array_agg(u.user_id::text), array_agg(d.device_id::text), array_agg(d.pk)
+          FROM devices d JOIN users u ON u.pk = d.user_pk
+         WHERE d.user_pk = ANY (v_user_pks) AND d.revoked_at IS NULL AND d.pk <> p_sender_pk;
+        RETURN;
+    END IF;
+
+    -- Lock the recipients' rows in primary-key order (two sends to
+    -- overlapping devices never deadlock) and until commit, so that copies
+    -- enter each queue in commit order (the fetch cursor relies on it).
+    SELECT array_agg(d.pk ORDER BY d.pk) FILTER (WHERE d.queued >= p_max_queued)
+      INTO v_full
+      FROM (SELECT devices.pk, devices.queued FROM devices WHERE devices.pk = ANY (v_device_pks)
+             ORDER BY devices.pk FOR NO KEY UPDATE) d;
+    IF v_full IS NOT NULL THEN
+        RETURN QUERY
+        SELECT 'queue_full'::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bytea,
+               array_agg(u.user_id::text ORDER BY d.pk), array_agg(d.device_id::text ORDER BY d.pk),
+               array_agg(d.pk ORDER BY d.pk)
+          FROM devices d JOIN users u ON u.pk = d.user_pk
+         WHERE d.pk = ANY (v_full);
+        RETURN;
+    END IF;
+    UPDATE devices SET queued = devices.queued + 1 WHERE devices.pk = ANY (v_device_pks);
+
+    INSERT INTO messages (message_id, sender_user_pk, sender_user, sender_device_id, suite,
+                          sent_at, expires_at)
+    VALUES (p_message_id, p_sender_user_pk, p_sender_user, p_sender_device_id, p_suite,
+            p_sent_at, p_expires_at)
+    RETURNING messages.pk INTO v_message_pk;
+    INSERT INTO bodies (message_pk, encrypted_message) VALUES (v_message_pk, p_encrypted_message);
+    -- state 0: pending (fxchat.models.CopyState.PENDING).
+    INSERT INTO copies (message_pk, device_pk, state, expires_at,
+                        encrypted_aes_key, msg_sig, msg_pub_key)
+    SELECT v_message_pk, c.device_pk, 0, p_expires_at, c.encrypted_aes_key, c.msg_sig, c.msg_pub_key
+      FROM unnest(v_device_pks, p_encrypted_aes_keys, p_msg_sigs, p_msg_pub_keys)
+           AS c(device_pk, encrypted_aes_key, msg_sig, msg_pub_key);
+    -- A concurrent twin of this send fails here on the key's primary key; it
+    -- is retried and then answered 'earlier'.
+    IF p_key IS NOT NULL THEN
+        INSERT INTO idempotency_keys (device_pk, key, request_hash, message_pk, created_at)
+        VALUES (p_sender_pk, p_key, p_request_hash, v_message_pk, p_sent_at);
+    END IF;
+    RETURN QUERY SELECT 'stored'::text, p_message_id, p_sent_at, p_expires_at, NULL::bytea,
+        NULL::text[], NULL::text[], NULL::bigint[];
+END;
+$function$
+"""
+
+
+def upgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        op.execute(SEND_FUNCTION)
+
+
+def downgrade() -> None:
+    if op.get_context().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION fxchat_send_v1")
