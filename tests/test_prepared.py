@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy
 from sqlalchemy import bindparam, insert, select, update
 
-from fxchat.models import get_engine
 from fxchat.database_errors import is_unavailable
+from fxchat.models import get_engine
 from fxchat.models.prepared import Prepared, pooled
 from fxchat.models.tables import USERS
 
@@ -153,8 +153,7 @@ def test_a_database_that_cannot_be_reached_is_a_sqlalchemy_error(postgresql_url)
     # Port 9 (discard) on loopback: nothing listens, the connection is refused.
     url = sqlalchemy.engine.make_url(postgresql_url).set(port=9)
     engine = get_engine({"sqlalchemy.url": url.render_as_string(hide_password=False)})
-    with pytest.raises(sqlalchemy.exc.OperationalError) as raised:
-        with pooled(engine):
-            pass
+    with pytest.raises(sqlalchemy.exc.OperationalError) as raised, pooled(engine):
+        pass
     assert is_unavailable(raised.value)
     engine.dispose()

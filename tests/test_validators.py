@@ -6,6 +6,7 @@ validator, so the fuzzer and the server agree on what is valid.
 """
 
 import base64
+import json
 import re
 
 import colander
@@ -207,3 +208,62 @@ def test_a_recipient_entry_is_read_as_colander_would(entry, dropped):
         entry.pop(name, None)
     schema = Recipient()
     assert _fast_or_walk(schema, entry) == _colander_walk(schema, entry)
+
+
+class _Request:
+    """What the body validators use of a request."""
+
+    def __init__(self, body: bytes):
+        from cornice.errors import Errors
+        from pyramid.i18n import Localizer
+
+        self.body = body
+        self.errors = Errors()
+        self.validated = {}
+        self.registry = type("Registry", (dict,), {"fxchat": SETTINGS})()
+        self.localizer = Localizer("en", None)
+
+
+def _validated_by(validator, body: bytes):
+    request = _Request(body)
+    validator(request, schema=SendSchema())
+    return request.validated, list(request.errors)
+
+
+def _cornice_alone(request, schema):
+    from cornice.validators import colander_body_validator
+
+    from fxchat.views.validation import _bound, json_body
+
+    colander_body_validator(request, schema=_bound(request, schema), deserializer=json_body)
+
+
+WELL_FORMED_SEND = {
+    "suite": "fxchat-1",
+    "ttl": 60,
+    "encrypted_message": _b64(40),
+    "recipients": [WELL_FORMED_RECIPIENT],
+}
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([*WELL_FORMED_SEND, "extra"]),
+        st.one_of(recipient_values, st.just([]), st.just([WELL_FORMED_RECIPIENT] * 2)),
+        max_size=3,
+    ).map(lambda changes: {**WELL_FORMED_SEND, **changes}),
+)
+@example(dict(WELL_FORMED_SEND))
+@example({**WELL_FORMED_SEND, "ttl": None})
+def test_the_body_validator_stores_what_cornice_would(body):
+    from fxchat.views.validation import body as body_validator
+
+    raw = json.dumps(body).encode()
+    assert _validated_by(body_validator, raw) == _validated_by(_cornice_alone, raw)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[]", b'"text"', b"\xff"])
+def test_the_body_validator_reports_bad_json_as_cornice_would(raw):
+    from fxchat.views.validation import body as body_validator
+
+    assert _validated_by(body_validator, raw) == _validated_by(_cornice_alone, raw)

@@ -79,7 +79,12 @@ def pooled(engine: Engine) -> Iterator[PooledConnection]:
     postgresql = connection.dialect.name == "postgresql"
     try:
         if postgresql:
-            connection.driver_connection.autocommit = True
+            driver = connection.driver_connection
+            if driver.info.transaction_status != driver.info.transaction_status.IDLE:
+                # Never so from the pool (it rolls back what it takes back);
+                # autocommit can only be set on an idle connection.
+                driver.rollback()
+            driver.autocommit = True
         yield connection
     finally:
         if postgresql and not connection.driver_connection.closed:
@@ -91,7 +96,7 @@ def pooled(engine: Engine) -> Iterator[PooledConnection]:
 class _Compiled:
     """One rendering of a statement: its SQL and how to lay out its parameters."""
 
-    __slots__ = ("sql", "_defaults", "_expansion", "_positions", "_processors")
+    __slots__ = ("sql", "returns_rows", "_defaults", "_expansion", "_positions", "_processors")
 
     def __init__(self, compiled, lists: Mapping[str, int]):
         # Placeholder values: only the lengths of the IN lists shape the SQL.
@@ -100,6 +105,10 @@ class _Compiled:
         }
         expanded = compiled.construct_expanded_state(placeholders)
         self.sql: str = expanded.statement
+        # Known here, so that no cursor is asked for its description (which
+        # psycopg builds column by column) just to know whether to fetch.
+        dml = compiled.isinsert or compiled.isupdate or compiled.isdelete
+        self.returns_rows: bool = not dml or bool(compiled.effective_returning)
         # Values written into the statement (literals such as the 1 of
         # "queued + 1"): SQLAlchemy sends them as parameters too.
         self._defaults = {
@@ -162,11 +171,7 @@ class Prepared:
     ) -> list[tuple]:
         """Run on ``connection`` (in its transaction, if any); the rows (empty for no result)."""
         rendering = self._rendering(connection.dialect, values)
-
-        def run(cursor, sql, parameters):
-            cursor.execute(sql, parameters)
-            return cursor.fetchall() if cursor.description is not None else []
-
+        run = _execute_and_fetch if rendering.returns_rows else _execute
         return _on_driver(connection, rendering.sql, rendering.parameters(values), run)
 
     def execute_many(
@@ -185,14 +190,34 @@ def run_command(connection: PooledConnection, sql: str) -> None:
     _on_driver(connection, sql, (), lambda cursor, sql, parameters: cursor.execute(sql))
 
 
+def _execute_and_fetch(cursor, sql, parameters) -> list[tuple]:
+    cursor.execute(sql, parameters)
+    return cursor.fetchall()
+
+
+def _execute(cursor, sql, parameters) -> list[tuple]:
+    cursor.execute(sql, parameters)
+    return []
+
+
+# Where a driver connection keeps its one cursor (in the pool's dictionary of
+# that connection, which a new connection gets empty).
+_CURSOR = "fxchat_cursor"
+
+
 def _on_driver(connection: Connection | PooledConnection, sql: str, parameters, run: Callable):
-    """``run(cursor, sql, parameters)`` on a cursor of ``connection``'s driver connection."""
+    """``run(cursor, sql, parameters)`` on the cursor of ``connection``'s driver connection."""
     dialect = connection.dialect
     if isinstance(connection, PooledConnection):
-        dbapi_connection = connection.driver_connection
+        dbapi_connection, info = connection.driver_connection, connection.info
     else:
-        dbapi_connection = connection.connection.driver_connection
-    cursor = dbapi_connection.cursor()
+        dbapi_connection, info = connection.connection.driver_connection, connection.connection.info
+    # One cursor per connection, made once: a connection serves one request at
+    # a time, and making and closing a cursor per statement cost psycopg more
+    # than some statements.
+    cursor = info.get(_CURSOR)
+    if cursor is None:
+        cursor = info[_CURSOR] = dbapi_connection.cursor()
     for observe in observers:
         observe(sql)
     try:
@@ -201,8 +226,6 @@ def _on_driver(connection: Connection | PooledConnection, sql: str, parameters, 
         raise _as_sqlalchemy_error(
             connection, dbapi_connection, cursor, sql, parameters, error
         ) from error
-    finally:
-        cursor.close()
 
 
 def _as_sqlalchemy_error(

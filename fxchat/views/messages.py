@@ -4,6 +4,7 @@ from cornice import Service
 
 from ..encoding import decode_cursor
 from ..ratelimit import rate_limited
+from ..rendering import json_response
 from ..schemas.messages import AckSchema, FetchSchema, SendSchema
 from ..schemas.responses import AckBody, PageBody, ReceiptsBody, SentBody, responses
 from ..schemas.types import IDEMPOTENCY_KEY, OPAQUE_ID
@@ -57,8 +58,7 @@ def send(request):
         fingerprint=sending.request_fingerprint(request.body),
         idempotency_window=settings.idempotency_window,
     )
-    request.response.status_code = 201
-    return sent.as_json()
+    return json_response(request, sent.as_json(), status=201)
 
 
 @messages.get(
@@ -76,7 +76,7 @@ def fetch(request):
         limit=request.validated["limit"],
         after=None if after is None else decode_cursor(after),
     )
-    return page.as_json()
+    return json_response(request, page.as_json())
 
 
 @acks.post(
@@ -86,9 +86,10 @@ def fetch(request):
     response_schemas=responses(200, AckBody, "Acknowledged and unknown ids", (400, 401, 413)),
 )
 def acknowledge(request):
-    return inbox.acknowledge(
+    acknowledged = inbox.acknowledge(
         request.dbsession, request.identity, request.validated["acks"], now=request.now
-    ).as_json()
+    )
+    return json_response(request, acknowledged.as_json())
 
 
 @message_receipts.get(

@@ -2,6 +2,7 @@
 
 import json
 
+import colander
 from cornice.validators import colander_body_validator, colander_validator
 
 from ..errors import not_found
@@ -40,8 +41,20 @@ def json_body(request) -> dict:
 
 def body(request, schema=None, **kwargs):
     """Validate the JSON body."""
-    kwargs["deserializer"] = json_body
-    colander_body_validator(request, schema=_bound(request, schema), **kwargs)
+    bound = _bound(request, schema)
+    parsed = json_body(request)
+    if "body" in parsed:
+        # What Cornice's validator would store, without the schema class it
+        # builds around ``bound`` on every request (a tenth of a send's time
+        # in validation): a well-formed body is deserialized directly, and
+        # only an invalid one goes through Cornice, for its error entries.
+        try:
+            request.validated.update(bound.deserialize(parsed["body"]))
+            return
+        except colander.Invalid:
+            pass
+    kwargs["deserializer"] = lambda request: parsed
+    colander_body_validator(request, schema=bound, **kwargs)
 
 
 def querystring(request, schema=None, **kwargs):
