@@ -47,6 +47,11 @@ class Plan:
     concurrencies: tuple[int, ...]
     run_s: float  # one load point
     long_run_s: float  # the points the targets are about (concurrency 1 and 8)
+    # The points of the rate targets (send c1 and c8, send to 4 devices) are
+    # measured this many times, alternating with the bare view, and the
+    # median round is the figure: this machine's speed drifts by a third
+    # within minutes, and one run would give whichever moment it met.
+    rounds: int
     send_pairs: int
     four_device_pairs: int
     fanouts: tuple[int, ...]
@@ -72,6 +77,7 @@ FULL = Plan(
     concurrencies=(1, 2, 4, 8, 16),
     run_s=5,
     long_run_s=8,
+    rounds=3,
     send_pairs=32,
     four_device_pairs=16,
     fanouts=(1, 10, 100),
@@ -93,6 +99,7 @@ SMOKE = Plan(
     concurrencies=(1, 2),
     run_s=1,
     long_run_s=1,
+    rounds=2,
     send_pairs=2,
     four_device_pairs=2,
     fanouts=(1, 10),

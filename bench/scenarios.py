@@ -145,25 +145,19 @@ class DatabaseRun:
                     env={"BENCH_PATH": "/__lbheartbeat__"},
                     path="/__lbheartbeat__",
                 )
-                if self.wants("send"):
-                    self.results["send"] = self.send_sweep(runs, send_rows, plan.concurrencies)
-                if self.wants("send4"):
-                    four = [
-                        (population.user("sender4")[0], population.user("recipient4", 4))
-                        for _ in range(plan.four_device_pairs)
-                    ]
-                    four_rows = write_rows(
-                        self.raw / "send-4.tsv", [(s.token, send_body(r)) for s, r in four]
-                    )
-                    four_devices = runs.wrk(
-                        "send4-c8",
-                        "send.lua",
-                        concurrency=8,
-                        duration_s=plan.long_run_s,
-                        env={"BENCH_DATA": str(four_rows)},
-                    )
-                    four_devices["device_copies_per_s"] = round(4 * _ok(four_devices, 201), 1)
-                    self.results["send_4_devices"] = four_devices
+                if self.wants("send", "send4"):
+                    # The bare view serves beside fxchat, so that the rate
+                    # targets' rounds alternate between the two.
+                    with Server.baseline(self.raw, self.model) as bare_server:
+                        bare = Measurements(bare_server, self.raw, f"{self.kind}-bare")
+                        if self.wants("send"):
+                            self.results["send"] = self.send_sweep(
+                                runs, send_rows, plan.concurrencies, bare=bare
+                            )
+                        if self.wants("send4"):
+                            self.results["send_4_devices"] = self.send_to_four(
+                                runs, population, bare
+                            )
                 group_sender = population.user("group-sender")[0]
                 if self.wants("fanout"):
                     group = [population.user("member")[0] for _ in range(max(plan.fanouts))]
@@ -187,9 +181,14 @@ class DatabaseRun:
         ]
         return write_rows(self.raw / name, [(s.token, send_body([r])) for s, r in pairs])
 
-    def send_sweep(self, runs: Measurements, rows: Path, concurrencies) -> dict:
+    def send_sweep(
+        self, runs: Measurements, rows: Path, concurrencies, bare: Measurements | None = None
+    ) -> dict:
         points = []
         for concurrency in concurrencies:
+            if concurrency in (1, 8) and bare is not None:
+                points.append(self.rounds(runs, bare, f"send-c{concurrency}", rows, concurrency))
+                continue
             duration = self.plan.long_run_s if concurrency in (1, 8) else self.plan.run_s
             points.append(
                 runs.wrk(
@@ -205,6 +204,54 @@ class DatabaseRun:
             "message_bytes": MESSAGE_BYTES,
             "idempotency_key": True,
             "points": points,
+        }
+
+    def send_to_four(self, runs: Measurements, population: Population, bare) -> dict:
+        four = [
+            (population.user("sender4")[0], population.user("recipient4", 4))
+            for _ in range(self.plan.four_device_pairs)
+        ]
+        rows = write_rows(self.raw / "send-4.tsv", [(s.token, send_body(r)) for s, r in four])
+        point = self.rounds(runs, bare, "send4-c8", rows, 8)
+        point["device_copies_per_s"] = round(4 * _ok(point, 201), 1)
+        return point
+
+    def rounds(
+        self, runs: Measurements, bare: Measurements, name: str, rows: Path, concurrency: int
+    ) -> dict:
+        """The median of ``plan.rounds`` runs, each after a run of the bare view at the same
+        concurrency; the ratio to the bare view is the median of the rounds' ratios."""
+        rounds, bare_rounds = [], []
+        for n in range(self.plan.rounds):
+            bare_rounds.append(
+                bare.wrk(
+                    f"bare-c{concurrency}-before-{name}-{n}",
+                    "get.lua",
+                    concurrency=concurrency,
+                    duration_s=self.plan.run_s,
+                    env={"BENCH_PATH": "/bare"},
+                    path="/bare",
+                )
+            )
+            rounds.append(
+                runs.wrk(
+                    f"{name}-{n}",
+                    "send.lua",
+                    concurrency=concurrency,
+                    duration_s=self.plan.long_run_s,
+                    env={"BENCH_DATA": str(rows)},
+                )
+            )
+        ratios = [
+            _ok(send, 201) / max(_ok(other, 200), 1e-9)
+            for send, other in zip(rounds, bare_rounds, strict=True)
+        ]
+        middle = sorted(range(len(rounds)), key=lambda i: _ok(rounds[i], 201))[len(rounds) // 2]
+        return {
+            **rounds[middle],
+            "rounds": rounds,
+            "bare_rounds": bare_rounds,
+            "ratio_to_bare": round(sorted(ratios)[len(ratios) // 2], 4),
         }
 
     def sqlite_normal(self) -> dict:

@@ -78,6 +78,18 @@ def test_sends_of_every_scenario_succeed(smoke_results):
         for point in db["send"]["points"]:
             _all_succeeded(point, 201)
         _all_succeeded(db["send_4_devices"], 201)
+
+
+def test_rate_targets_alternate_with_the_bare_view(smoke_results):
+    rounds = smoke_results["plan"]["rounds"]
+    for _kind, db in _databases(smoke_results):
+        for point in (db["send"]["points"][0], db["send_4_devices"]):
+            assert len(point["rounds"]) == len(point["bare_rounds"]) == rounds
+            for run in point["rounds"]:
+                _all_succeeded(run, 201)
+            for run in point["bare_rounds"]:
+                _all_succeeded(run, 200)
+            assert point["ratio_to_bare"] > 0
         for point in db["fanout"]["points"]:
             _all_succeeded(point, 201)
             assert point["bytes_grown"]["copies"] > 0
