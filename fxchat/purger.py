@@ -36,6 +36,13 @@ PACES = {
 }
 # On SQLite, the shortest rest: time for a writer waiting on the lock to take it.
 HANDOVER_SECONDS = 0.001
+# On SQLite, batches between checkpoints of the purge's own. A batch writes a
+# few hundred pages, many of them the same index pages as the batch before:
+# copying them into the database once for three batches writes a good part
+# of them once instead of three times (1M copies: 48 s instead of 58 s,
+# measured), and three batches stay well below the 1,000 pages at which a
+# send's commit would checkpoint them itself, inside the write lock.
+BATCHES_PER_CHECKPOINT = 3
 # PostgreSQL advisory lock held by the one purge running on a database
 # (any 64-bit number no other application on the database uses).
 PURGE_LOCK_KEY = 0x66786368_70757267  # "fxchpurg"
@@ -146,9 +153,14 @@ def _purging_sessions(registry):
         finally:
             connection.close()
 
+    batches = 0
+
     def rest(seconds: float, wait) -> object:
+        nonlocal batches
         started = time.perf_counter()
-        checkpoint()
+        batches += 1
+        if batches % BATCHES_PER_CHECKPOINT == 0:
+            checkpoint()
         return wait(max(seconds - (time.perf_counter() - started), HANDOVER_SECONDS))
 
     try:

@@ -1,5 +1,7 @@
 """The server purges by itself while it runs: a purger thread per process."""
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 import time
@@ -7,7 +9,7 @@ import time
 from sqlalchemy import func, select
 
 from fxchat import purger
-from fxchat.models import Body, Copy, CopyState
+from fxchat.models import Body, Copy, CopyState, sqlite
 
 from .conftest import register
 
@@ -72,3 +74,23 @@ def _purge_in_another_process(registry) -> str:
         [sys.executable, "-c", code, url], capture_output=True, text=True, timeout=60, check=True
     )
     return done.stdout.strip()
+
+
+def test_a_sqlite_purge_leaves_its_writes_checkpointed(make_app, database_kind):
+    # The purge's connections never checkpoint in a commit: the purge copies
+    # the log into the database itself, every few batches and when it ends,
+    # so that no request's commit finds the log full of the purge's pages.
+    if database_kind != "sqlite":
+        return
+    app = make_app(purge_interval=0, purge_batch_size=1)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    for _ in range(2 * purger.BATCHES_PER_CHECKPOINT + 1):
+        alice.send_to(bob, ttl=1)
+    later = int(time.time() * 1000) + 5_000
+    report = purger.run_purge(app.app.registry, now=later, wait=lambda seconds: None)
+    assert report.expired_copies == 2 * purger.BATCHES_PER_CHECKPOINT + 1
+    # The database file itself, without the log (immutable: no WAL read).
+    path = sqlite.database_file(app.app.registry["db_engine"])
+    with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file_only:
+        states = file_only.execute("SELECT state, count(*) FROM copies GROUP BY state").fetchall()
+    assert states == [(CopyState.EXPIRED, report.expired_copies)]
