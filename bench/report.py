@@ -252,23 +252,53 @@ def explanations(results: dict) -> str:
                 )
             )
             lines.append("")
+            if c8.get("ratio_to_bare") and db.get("noop") and bare8:
+                noop_share = db["noop"]["requests_per_s"] / bare8["requests_per_s"]
+                lines.append(
+                    f"**The ratio to the bare view** ({c8['ratio_to_bare']:.2f} at concurrency "
+                    f"8, against 0.35): a send costs the machine as much as "
+                    f"{1 / c8['ratio_to_bare']:.1f} requests of the bare view, where the "
+                    f"target allows {1 / 0.35:.1f}. fxchat's no-op endpoint alone serves "
+                    f"{noop_share:.2f} of the bare view's rate: the middleware (request id, "
+                    f"headers, the access-log line), pyramid_retry, pyramid_tm and the "
+                    f"exception views that every request passes; the send's own work (the "
+                    f"authentication statement, the validation of its body, its transaction, "
+                    f"its response) costs another "
+                    f"{1 / c8['ratio_to_bare'] - 1 / noop_share:.1f} bare requests. The bare "
+                    f"view is cheap because its own Python is: called in-process, it takes "
+                    f"0.03 to 0.05 ms, a tenth of what it costs the machine through gunicorn, "
+                    f"the kernel and wrk, while a send takes 0.75 to 1.2 ms in-process."
+                )
+                lines.append("")
             lines.append(
                 f"Each send runs {statements.get('statements_per_send', '?')} SQL statements "
-                f"and {statements.get('commits_per_send', '?')} commit"
+                f"and {statements.get('commits_per_send', '?')} commit of its own"
                 + (
-                    " (the message, its body, its copies and its idempotency key are one "
-                    "statement of data-modifying CTEs)"
+                    ": the authentication (one autocommit ``SELECT`` on a pooled connection) "
+                    "and one call of ``fxchat_send_v1`` (migration 0002, PL/pgSQL) in "
+                    "autocommit, which looks up the Idempotency-Key, checks the device sets "
+                    "under their locks, takes the queue places and writes the message, its "
+                    "body, its copies and its key in one transaction inside PostgreSQL. The "
+                    "same steps from Python were eight round trips (BEGIN, six statements, "
+                    "COMMIT), each costing psycopg 0.15 to 0.3 ms of the worker's CPU, more "
+                    "than PostgreSQL spent on it: in-process (the WSGI app called directly, "
+                    "three alternating runs of 1,500 sends), a send cost 2.4 to 3.1 ms of CPU "
+                    "at commit 2273756 and 1.1 to 1.2 ms at commit ef6e107"
                     if kind == "postgresql"
-                    else " (SQLite has no data-modifying CTEs: the message, its body, its "
-                    "copies and its idempotency key are four inserts)"
+                    else ": the authentication (one ``SELECT`` outside any transaction), then "
+                    "``BEGIN IMMEDIATE``, the Idempotency-Key lookup, the device sets, the "
+                    "queue counters, four inserts (the message, its body, its copies, its "
+                    "key) and ``COMMIT``, on a pooled connection of their own "
+                    "(``fxchat.services.storing``), not the request's session; in-process "
+                    "(three alternating runs of 2,000 sends) a send cost 1.1 to 1.6 ms of CPU "
+                    "at commit 2273756, where the lock was held from the first statement "
+                    "through rendering and the transaction manager's commit, and 0.75 to "
+                    "1.0 ms at commit ef6e107"
                 )
-                + ". They are Core statements, compiled once per database and run with the "
-                "driver's cursor on the session's connection (``fxchat.models.prepared``): "
-                "SQLAlchemy's execution path (compiled-cache lookup, parameter processing, "
-                "result set-up) cost several times the driver call itself. What a send "
-                "still costs is the request around them: gunicorn, Pyramid and Cornice, "
-                "validation, the transaction manager's commit. The profile below gives "
-                "the shares."
+                + ". The statements are Core, compiled once per database and run on the "
+                "driver's cursor (``fxchat.models.prepared``). What a send still costs is "
+                "mostly the request around them: gunicorn, Pyramid and Cornice, validation, "
+                "the transaction manager, the access log. The profile below gives the shares."
             )
             lines.append("")
             for x in [x for x in statements.get("statements", []) if x["per_send"] > 1]:
@@ -280,13 +310,16 @@ def explanations(results: dict) -> str:
             sync = results.get("fxchat_settings", {}).get("sqlite_synchronous", "full")
             polling = c8["latency_ms"]["p99"] > 10 * c8["latency_ms"]["p50"]
             lines.append(
-                f"**SQLite runs the sends' writes one at a time.** Authentication reads "
-                f"outside the write lock (one autocommit ``SELECT``) and the body is validated "
-                f"before the first write, so the {results['worker_model']['workers']} workers "
-                f"overlap that part; from its first write statement (``BEGIN IMMEDIATE``) to "
-                f"the end of its commit a send holds the database's only write lock: its "
-                f"statements, the response, the transaction manager's commit and the fsync. "
-                f"The rate stays near 1 / (that time). "
+                f"**SQLite runs the sends' writes one at a time.** Everything but the "
+                f"send's own transaction (parsing, authentication, validation, the "
+                f"response) runs outside the write lock, so the "
+                f"{results['worker_model']['workers']} workers overlap it; from ``BEGIN "
+                f"IMMEDIATE`` to the end of ``COMMIT`` a send holds the database's only write "
+                f"lock: about 0.15 ms of statements and the commit's fsync of the "
+                f"write-ahead log. A probe of the lock (commit dbeb995, concurrency 4 and 8) "
+                f"found it held about 1 ms per send, 0.5 to 0.7 ms of it in ``COMMIT``, twice "
+                f"as long as in a single process: with more runnable processes than cores "
+                f"the holder is not always running. The rate cannot pass 1 / (that time). "
                 + (
                     f"A connection waiting for the lock polls it with sqlite3's busy handler, "
                     f"which sleeps in growing steps (up to 100 ms) instead of being woken when "
@@ -329,10 +362,10 @@ def explanations(results: dict) -> str:
         if kind == "postgresql" and c1:
             lines.append(
                 "**PostgreSQL overlaps sends** (row locks only), so its rate grows with "
-                "concurrency until the workers' CPU runs out; each statement is also a "
-                "round trip to a backend process that competes for the same two cores, "
-                "which is what the large share of time inside database calls in the "
-                "profile is."
+                "concurrency until the two cores run out; the backend processes compete "
+                "for them with the workers, which is what the time inside database calls "
+                "in the profile is: PostgreSQL's own work (the function's statements, its "
+                "indexes, the WAL flush of each commit) and the two round trips."
             )
             lines.append("")
         out.append("\n".join(lines))
@@ -430,26 +463,31 @@ def _other_explanations(results: dict) -> str:
                 f"{purge['send_during_purge']['latency_ms']['p99']:.0f} ms against "
                 f"{purge['send_without_purge']['latency_ms']['p99']:.0f} ms without."
                 + (
-                    " On SQLite the pace trades the purge's speed for the sends' latency: each "
-                    "deleted copy dirties a page of its device's queue index, so short batches "
-                    "write and sync about a page per copy (the purge alone, unpaced and with no "
-                    "sends, deletes the million in about 19 s; with 60 ms batches it would meet "
-                    "the 60 s target, at about 9x the p99 of sends). Purge connections that "
-                    "do not wait for the disk (``synchronous = NORMAL``; the next send's "
-                    "commit then syncs the purge's writes with its own) finished in 73 s, at "
-                    "3.9x the p99 of sends (measured at commit cbc4488, not kept)."
+                    " On SQLite the pace trades the purge's speed for the sends' latency: a "
+                    "send that arrives during a batch waits for it and its commit, and the "
+                    "purge's syncs (its commits, its checkpoints) delay the sends' own. Each "
+                    "deleted copy dirties a page of its device's queue index, so short "
+                    "batches write and sync about a page per copy. The purge checkpoints "
+                    "after every third batch rather than after each (1M copies, without the "
+                    "flat-cost load, paces changed by hand at commit dbeb995: 48 s at 6.8x "
+                    "the sends' p99 against 58 s at 7.9x). Shorter batches lower the sends' "
+                    "p99 a little and cost the purge its speed: 3 ms batches with a rest as "
+                    "long, 74 s at 4.5x; 2 ms batches, unfinished after 150 s at 3.8x. No "
+                    "pace meets both targets on SQLite with ``synchronous = full``: the "
+                    "sends' p99 without a purge is a few milliseconds, less than one batch "
+                    "and its commit."
                     if kind == "sqlite"
                     else " Sends and the purge share no rows here (the purged copies are other "
-                    "devices'): the wait is in the sends' commits. In PostgreSQL's log of a "
-                    "repeat run (commit 9fb1bae, ``log_min_duration_statement = 15``), the "
-                    "slow statements were the purge's deletes and 27 COMMITs of the sends' "
-                    "backend, of 21 to 155 ms each: a send's commit flushes the write-ahead "
-                    "log, behind what the purge's open batch has written, and the purge's "
-                    "volume of WAL had also started a checkpoint. "
-                    "Shorter batches shrink that wait and cost the purge its speed (measured at "
-                    "commit cbc4488: 80 ms batches, 32 s at 8.4x the p99 of sends; 20 ms "
-                    "batches with a rest as long, 102 s at 2.8x), so no pace met both targets "
-                    "and the 200 ms one is kept."
+                    "devices'): what a send waits for is its commit's flush of the "
+                    "write-ahead log, behind what the purge's open batch has written, and the "
+                    "checkpoints the purge's volume of WAL starts (PostgreSQL's log of a run "
+                    "at commit 9fb1bae, ``log_min_duration_statement = 15``: the purge's "
+                    "deletes and the sends' COMMITs, of 21 to 155 ms). Shorter batches "
+                    "shrink that wait and cost the purge its speed (commit cbc4488: 80 ms "
+                    "batches, 32 s at 8.4x the p99 of sends; 20 ms batches with a rest as "
+                    "long, 102 s at 2.8x). The ratio was 14.6x at commit 4dd6aab and 1.65x "
+                    "and 2.24x in two runs at commit ef6e107, where a send is one statement "
+                    "in autocommit: near the target, on either side of it."
                 )
             )
     crypto = results.get("crypto")
@@ -639,7 +677,16 @@ METHOD = """\
   wrk's own CPU use is recorded with every run (``wrk_cpu_cores``): it stays
   near a tenth of a core, while the bare view saturates the workers.
 * **Baseline**: ``bench/baseline.py``, a bare Pyramid view returning a small
-  JSON document, served by the same gunicorn command and worker count.
+  JSON document, served by the same gunicorn command and worker count: once
+  on its own for the sweep of concurrencies (the plot), and again beside each
+  database's server for the rounds below.
+* **Rounds**: the points of the rate targets (send at concurrency 1 and 8,
+  send to 4 devices) run 3 times, each right after a run of the bare view at
+  the same concurrency; the figure is the median round, and the ratio to the
+  bare view the median of the rounds' ratios. This machine's speed drifts: a
+  fixed pure-Python loop takes 85 to 150 ms from one second to the next on
+  the idle machine, so runs of the same code differ by a third, and a
+  bare-view figure from minutes earlier is no yardstick for a send now.
 * **Drain**: one wrk connection per device alternates ``GET
   /v1/messages?limit=500`` and ``POST /v1/messages/ack`` of the whole page
   (with a ``mac_key`` each) until the queue is empty, for 3 devices of
@@ -661,7 +708,7 @@ answering on 127.0.0.1:5432 (user ``postgres``, trust; or set
 ``FXCHAT_BENCH_POSTGRESQL`` to a server URL)::
 
     make bench          # installs wrk and bench/requirements.txt if needed,
-                        # runs everything (about 10 minutes), prints the table,
+                        # runs everything (about 13 minutes), prints the table,
                         # writes bench/results/latest.json
     make bench-report   # this page and its plots, from bench/results/latest.json
 
