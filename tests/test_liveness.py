@@ -30,7 +30,7 @@ def close_server_connections(url: str) -> int:
             return len(
                 connection.execute(
                     sqlalchemy.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
                         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                     )
                 ).all()

@@ -113,9 +113,10 @@ def test_a_broken_connection_is_invalidated(postgresql_url):
         connection.begin()
         _USERS_NAMED.execute(connection, {"user_ids": ["ann"]})
         # Only this connection's backend: other tests' share the database.
+        # The timeout makes the call wait until the backend has exited.
         pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         with engine.connect() as other:
-            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)}, 5000)")
         with pytest.raises(sqlalchemy.exc.DBAPIError) as raised:
             _USERS_NAMED.execute(connection, {"user_ids": ["ann"]})
         assert raised.value.connection_invalidated
@@ -156,4 +157,19 @@ def test_a_database_that_cannot_be_reached_is_a_sqlalchemy_error(postgresql_url)
     with pytest.raises(sqlalchemy.exc.OperationalError) as raised, pooled(engine):
         pass
     assert is_unavailable(raised.value)
+    engine.dispose()
+
+
+def test_a_pooled_connection_broken_in_use_is_replaced(postgresql_url):
+    engine = get_engine({"sqlalchemy.url": postgresql_url})
+    with pytest.raises(sqlalchemy.exc.DBAPIError) as raised, pooled(engine) as connection:
+        pid = connection.driver_connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)}, 5000)")
+        _USERS_NAMED.execute(connection, {"user_ids": ["ann"]})
+    # Leaving the block raised nothing of its own, and dropped the connection.
+    assert raised.value.connection_invalidated
+    with pooled(engine) as connection:
+        assert _USERS_NAMED.execute(connection, {"user_ids": ["nobody"]}) == []
+        assert connection.driver_connection.autocommit
     engine.dispose()

@@ -6,8 +6,9 @@ one-row lookup or insert in 2 to 10 µs, and a send is eight statements. The
 statements of the requests that every client makes all the time (send,
 authentication) are still written in Core, so that SQLAlchemy renders them
 for each dialect, but each is compiled once per dialect and list length
-and run with the DBAPI cursor of the session's own connection: the same
-transaction, the same connection pool, none of the per-statement work.
+and run with the DBAPI cursor of the connection: the session's own (the
+same transaction) or one taken from the pool for a statement or a short
+transaction of its own (:func:`pooled`), with none of the per-statement work.
 
 Column defaults computed in Python are not applied: a statement names every
 value it writes (one that does not is refused when first compiled).
@@ -79,18 +80,29 @@ def pooled(engine: Engine) -> Iterator[PooledConnection]:
     postgresql = connection.dialect.name == "postgresql"
     try:
         if postgresql:
-            driver = connection.driver_connection
-            if driver.info.transaction_status != driver.info.transaction_status.IDLE:
-                # Never so from the pool (it rolls back what it takes back);
-                # autocommit can only be set on an idle connection.
-                driver.rollback()
-            driver.autocommit = True
+            _set_autocommit(connection)
         yield connection
     finally:
-        if postgresql and not connection.driver_connection.closed:
-            connection.driver_connection.autocommit = False
+        if postgresql and connection.pooled.dbapi_connection is not None:
+            try:
+                connection.driver_connection.autocommit = False
+            except connection.dialect.loaded_dbapi.Error as error:
+                # Broken while in use: the pool replaces it.
+                connection.invalidate(error)
         # Back to the pool, which ends any transaction left open.
         connection.pooled.close()
+
+
+def _set_autocommit(connection: PooledConnection) -> None:
+    driver = connection.driver_connection
+    try:
+        if driver.info.transaction_status != driver.info.transaction_status.IDLE:
+            # Never so from the pool (it rolls back what it takes back);
+            # autocommit can only be set on an idle connection.
+            driver.rollback()
+        driver.autocommit = True
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _as_sqlalchemy_error(connection, driver, None, "ROLLBACK", (), error) from error
 
 
 class _Compiled:
