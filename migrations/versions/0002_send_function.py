@@ -33,11 +33,9 @@ CREATE FUNCTION fxchat_send_v1(
     p_key text,
     p_request_hash bytea,
     p_window_ms bigint,
-    p_users text[],
-    p_device_ids text[],
-    p_encrypted_aes_keys bytea[],
-    p_msg_sigs bytea[],
-    p_msg_pub_keys bytea[],
+    p_users text,
+    p_device_ids text,
+    p_key_fields bytea,
     p_message_id text,
     p_suite text,
     p_sent_at bigint,
@@ -63,6 +61,13 @@ SET plan_cache_mode = force_generic_plan
 AS $function$
 #variable_conflict use_column
 DECLARE
+    -- The recipients, in the order listed: comma-separated user ids and
+    -- device ids (neither can hold a comma), and their wrapped-key fields
+    -- end to end, 124 bytes each (encrypted_aes_key 60, msg_sig 32,
+    -- msg_pub_key 32). One value each rather than arrays, which psycopg
+    -- would build item by item in Python.
+    v_users text[] := string_to_array(p_users, ',');
+    v_device_ids text[] := string_to_array(p_device_ids, ',');
     v_earlier record;
     v_user_pks bigint[];
     v_device_pks bigint[];
@@ -95,7 +100,7 @@ BEGIN
     -- update the user row, so they wait for this send, or this send waits
     -- for them and then sees their result.
     SELECT array_agg(u.pk) INTO v_user_pks
-      FROM (SELECT users.pk FROM users WHERE users.user_id = ANY (p_users)
+      FROM (SELECT users.pk FROM users WHERE users.user_id = ANY (v_users)
              ORDER BY users.pk FOR SHARE) u;
 
     -- The listed devices that are current, in the order listed, and how many
@@ -103,14 +108,14 @@ BEGIN
     -- number listed (the listed pairs are distinct).
     SELECT count(*)::integer, array_agg(d.pk ORDER BY l.n)
       INTO v_matched, v_device_pks
-      FROM unnest(p_users, p_device_ids) WITH ORDINALITY AS l(user_id, device_id, n)
+      FROM unnest(v_users, v_device_ids) WITH ORDINALITY AS l(user_id, device_id, n)
       JOIN devices d ON d.device_id = l.device_id
       JOIN users u ON u.pk = d.user_pk AND u.user_id = l.user_id
      WHERE d.revoked_at IS NULL AND d.pk <> p_sender_pk;
     SELECT count(*)::integer INTO v_current
       FROM devices d
      WHERE d.user_pk = ANY (v_user_pks) AND d.revoked_at IS NULL AND d.pk <> p_sender_pk;
-    IF v_matched <> cardinality(p_device_ids) OR v_current <> v_matched THEN
+    IF v_matched <> cardinality(v_device_ids) OR v_current <> v_matched THEN
         RETURN QUERY
         SELECT 'recipients'::text, NULL::text, NULL::bigint, NULL::bigint, NULL::bytea,
                array_agg(u.user_id::text), array_agg(d.device_id::text), array_agg(d.pk)
@@ -146,9 +151,11 @@ BEGIN
     -- state 0: pending (fxchat.models.CopyState.PENDING).
     INSERT INTO copies (message_pk, device_pk, state, expires_at,
                         encrypted_aes_key, msg_sig, msg_pub_key)
-    SELECT v_message_pk, c.device_pk, 0, p_expires_at, c.encrypted_aes_key, c.msg_sig, c.msg_pub_key
-      FROM unnest(v_device_pks, p_encrypted_aes_keys, p_msg_sigs, p_msg_pub_keys)
-           AS c(device_pk, encrypted_aes_key, msg_sig, msg_pub_key);
+    SELECT v_message_pk, c.device_pk, 0, p_expires_at,
+           substring(p_key_fields FROM (c.n::integer - 1) * 124 + 1 FOR 60),
+           substring(p_key_fields FROM (c.n::integer - 1) * 124 + 61 FOR 32),
+           substring(p_key_fields FROM (c.n::integer - 1) * 124 + 93 FOR 32)
+      FROM unnest(v_device_pks) WITH ORDINALITY AS c(device_pk, n);
     -- A concurrent twin of this send fails here on the key's primary key; it
     -- is retried and then answered 'earlier'.
     IF p_key IS NOT NULL THEN
