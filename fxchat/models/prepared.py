@@ -2,7 +2,7 @@
 
 SQLAlchemy's execution of a statement (execution context, parameter
 processing, events, result object) costs 20 to 70 µs; sqlite3 runs a
-one-row lookup or insert in 2 to 10 µs, and a send is eight statements. The
+one-row lookup or insert in 2 to 10 µs, and a send on SQLite is ten statements. The
 statements of the requests that every client makes all the time (send,
 authentication) are still written in Core, so that SQLAlchemy renders them
 for each dialect, but each is compiled once per dialect and list length
