@@ -346,7 +346,13 @@ def explanations(results: dict) -> str:
                         f"that is what waiting for the disk costs. ``normal`` keeps every "
                         f"acknowledged message through a crash of the server process, but not "
                         f"through a power loss or a crash of the operating system, so the default "
-                        f"stays ``full``."
+                        f"stays ``full``. The sync costs the machine CPU, not only time: "
+                        f"{_ms(_worker_ms(c8, 201))} of the workers' CPU per send at "
+                        f"concurrency 8 with ``full``, {_ms(_worker_ms(n8, 201))} with "
+                        f"``normal``. So syncing the log after the write lock is released, "
+                        f"in each worker (a group commit "
+                        f"of sorts, tried at commit b2edb4a and not kept), left the rate where "
+                        f"it was: the lock was no longer the limit, the processors were."
                     )
             lines.append(
                 f"``fxchat.sqlite_synchronous = {sync}``: "
