@@ -136,3 +136,13 @@ def includeme(config) -> None:
         return get_tm_session(session_factory, request.tm, request, read_only=read_only)
 
     config.add_request_method(dbsession, reify=True)
+    if sqlite.commit_log(engine.dialect) is not None:
+        # Outside the transaction, so that the sync waits for no lock, and
+        # outside the database errors' tween, which answers for those.
+        config.add_tween(
+            "fxchat.models.group_commit.durability_tween_factory",
+            over=(
+                "pyramid_tm.tm_tween_factory",
+                "fxchat.database_errors.database_errors_tween_factory",
+            ),
+        )

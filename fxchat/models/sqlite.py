@@ -6,6 +6,10 @@ which sleeps between tries (up to 100 ms), so latency and throughput
 collapse under load. Writers here first queue on an ``flock`` of a lock
 file beside the database: the kernel wakes the next one as soon as the lock
 is released, and a process that dies releases its lock with it.
+
+With ``fxchat.sqlite_synchronous = full`` a commit does not sync the
+write-ahead log inside that lock: the writers' requests sync it together
+once they are out of it (fxchat.models.group_commit).
 """
 
 from __future__ import annotations
@@ -13,18 +17,27 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 
+from . import group_commit
 from .prepared import PooledConnection, run_command
 
 # The execution option that marks a connection used only for reading.
 READ_ONLY = "fxchat_read_only"
 _LOCK_FD = "fxchat_writer_lock_fd"
 _LOCK_HELD = "fxchat_writer_lock_held"
+_COMMIT_NUMBER = "fxchat_commit_number"
+_READ = "fxchat_read_in_transaction"
+# The commit log of each engine's dialect (shared by the engines that
+# execution_options derives) when its group commit is on.
+_commit_logs: weakref.WeakKeyDictionary[Dialect, group_commit.CommitLog] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def database_file(engine: Engine) -> str | None:
@@ -35,18 +48,27 @@ def database_file(engine: Engine) -> str | None:
     return database
 
 
+def commit_log(dialect: Dialect) -> group_commit.CommitLog | None:
+    """The counters of the group commit of an engine's ``dialect``; None when it has none."""
+    return _commit_logs.get(dialect)
+
+
 def configure(engine: Engine, synchronous: str) -> None:
     database = database_file(engine)
     on_disk = database is not None
+    # FULL: a commit is on disk before the client hears 201, by a group
+    # commit of fxchat's own; SQLite itself then syncs only at checkpoints.
+    # NORMAL keeps that promise against process crashes, not power loss.
+    log = group_commit.commit_log(database) if on_disk and synchronous == "full" else None
+    if log is not None:
+        _commit_logs[engine.dialect] = log
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection, record):
         cursor = dbapi_connection.cursor()
         if on_disk:
             cursor.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk before the client hears 201. NORMAL
-            # keeps that promise against process crashes, not power loss.
-            cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            cursor.execute(f"PRAGMA synchronous={'NORMAL' if log else synchronous.upper()}")
             # One lock-file descriptor per connection: flock() locks belong to
             # open files, so connections of one process queue like others.
             record.info[_LOCK_FD] = os.open(f"{database}-writers", os.O_RDWR | os.O_CREAT, 0o600)
@@ -59,27 +81,52 @@ def configure(engine: Engine, synchronous: str) -> None:
         # and upgraded later could fail with SQLITE_BUSY_SNAPSHOT instead of
         # waiting. Readers keep a plain deferred BEGIN and never block writers.
         options = connection.get_execution_options()
+        info = connection.connection.info
         if options.get(READ_ONLY):
             connection.exec_driver_sql("BEGIN")
+            info[_READ] = True
             return
-        info = connection.connection.info
         if _LOCK_FD in info and not info.get(_LOCK_HELD):
             fcntl.flock(info[_LOCK_FD], fcntl.LOCK_EX)
             info[_LOCK_HELD] = True
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    if log is not None:
+
+        @event.listens_for(engine, "commit")
+        def _commit(connection):
+            # Before the driver's COMMIT, under the write lock.
+            info = connection.connection.info
+            if info.get(_LOCK_HELD):
+                info[_COMMIT_NUMBER] = log.count_commit()
+
     @event.listens_for(engine, "checkin")
     def _checkin(dbapi_connection, record):
         # Back in the pool: its transaction has been committed or rolled back.
-        if record.info.pop(_LOCK_HELD, False):
-            fcntl.flock(record.info[_LOCK_FD], fcntl.LOCK_UN)
+        _end_of_transaction(record.info, log)
 
     @event.listens_for(engine, "close")
     def _close(dbapi_connection, record):
-        if record.info.pop(_LOCK_HELD, False):
-            fcntl.flock(record.info[_LOCK_FD], fcntl.LOCK_UN)
+        _end_of_transaction(record.info, log)
         if _LOCK_FD in record.info:
             os.close(record.info.pop(_LOCK_FD))
+
+
+def _end_of_transaction(info: dict, log: group_commit.CommitLog | None) -> None:
+    """Releases the write lock if held, and notes what the request must wait for."""
+    number = info.pop(_COMMIT_NUMBER, None)
+    read = info.pop(_READ, False)
+    if info.pop(_LOCK_HELD, False):
+        if log is not None:
+            log.writes_returned()
+        fcntl.flock(info[_LOCK_FD], fcntl.LOCK_UN)
+        read = number is None
+    if log is None:
+        return
+    if number is not None:
+        group_commit.note_commit(log, number)
+    elif read:
+        group_commit.note_read(log)
 
 
 @contextmanager
@@ -91,6 +138,7 @@ def write_transaction(connection: PooledConnection) -> Iterator[None]:
     COMMIT, not until a transaction manager gets round to committing.
     """
     info = connection.info
+    log = commit_log(connection.dialect)
     if _LOCK_FD in info and not info.get(_LOCK_HELD):
         fcntl.flock(info[_LOCK_FD], fcntl.LOCK_EX)
         info[_LOCK_HELD] = True
@@ -103,7 +151,8 @@ def write_transaction(connection: PooledConnection) -> Iterator[None]:
             with contextlib.suppress(connection.dialect.loaded_dbapi.Error):
                 connection.driver_connection.rollback()
             raise
+        if log is not None and info.get(_LOCK_HELD):
+            info[_COMMIT_NUMBER] = log.count_commit()
         run_command(connection, "COMMIT")
     finally:
-        if info.pop(_LOCK_HELD, False):
-            fcntl.flock(info[_LOCK_FD], fcntl.LOCK_UN)
+        _end_of_transaction(info, log)
