@@ -124,11 +124,12 @@ def load_average() -> list[float]:
         return []
 
 
-def _busy_ticks() -> int:
-    """All CPUs' busy time since boot, in clock ticks (not idle, not iowait)."""
+def _busy_ticks() -> tuple[int, int]:
+    """All CPUs' busy time since boot, in clock ticks (not idle, not iowait), and of it the
+    time the hypervisor gave to other machines (steal)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return user + nice + system + irq + softirq + steal
+    return user + nice + system + irq + softirq + steal, steal
 
 
 def _process_ticks(pid: int) -> int:
@@ -169,13 +170,14 @@ class CpuMeter:
     """CPU used during a run: by the server's processes, and by the whole machine.
 
     ``other_cores`` (machine minus server minus load generator) tells whether
-    something else competed for the CPUs during the run.
+    something else competed for the CPUs during the run; ``steal_cores``, the
+    part of it the hypervisor took for other virtual machines.
     """
 
     def __init__(self, server_pid: int | None):
         self.server_pid = server_pid
         self.pids = _tree(server_pid) if server_pid else []
-        self.start_busy = _busy_ticks()
+        self.start_busy, self.start_steal = _busy_ticks()
         self.start_server = sum(_process_ticks(pid) for pid in self.pids)
         self.start_postgres = _postgres_ticks()
         self.started = os.times().elapsed
@@ -184,7 +186,9 @@ class CpuMeter:
         elapsed = os.times().elapsed - self.started
         pids = set(self.pids) | set(_tree(self.server_pid) if self.server_pid else [])
         server = (sum(_process_ticks(pid) for pid in pids) - self.start_server) / CLOCK_TICKS
-        busy = (_busy_ticks() - self.start_busy) / CLOCK_TICKS
+        busy_ticks, steal_ticks = _busy_ticks()
+        busy = (busy_ticks - self.start_busy) / CLOCK_TICKS
+        steal = (steal_ticks - self.start_steal) / CLOCK_TICKS
         postgres = (
             sum(ticks - self.start_postgres.get(pid, 0) for pid, ticks in _postgres_ticks().items())
             / CLOCK_TICKS
@@ -197,4 +201,5 @@ class CpuMeter:
             "postgresql_cores": round(postgres / elapsed, 2),
             "load_generator_cores": round(load_generator_cpu_s / elapsed, 2),
             "other_cores": round(max(0.0, other) / elapsed, 2),
+            "steal_cores": round(steal / elapsed, 2),
         }

@@ -315,11 +315,9 @@ def explanations(results: dict) -> str:
                 f"response) runs outside the write lock, so the "
                 f"{results['worker_model']['workers']} workers overlap it; from ``BEGIN "
                 f"IMMEDIATE`` to the end of ``COMMIT`` a send holds the database's only write "
-                f"lock: about 0.15 ms of statements and the commit's fsync of the "
-                f"write-ahead log. A probe of the lock (commit dbeb995, concurrency 4 and 8) "
-                f"found it held about 1 ms per send, 0.5 to 0.7 ms of it in ``COMMIT``, twice "
-                f"as long as in a single process: with more runnable processes than cores "
-                f"the holder is not always running. The rate cannot pass 1 / (that time). "
+                f"lock: its statements and the commit's write of the write-ahead log, about "
+                f"0.15 to 0.3 ms of CPU, longer when, with more runnable processes than cores, "
+                f"the holder is not running. The rate cannot pass 1 / (that time). "
                 + (
                     f"A connection waiting for the lock polls it with sqlite3's busy handler, "
                     f"which sleeps in growing steps (up to 100 ms) instead of being woken when "
@@ -333,36 +331,8 @@ def explanations(results: dict) -> str:
                 )
             )
             lines.append("")
-            normal = db.get("send_synchronous_normal")
-            detail = ""
-            if normal:
-                n1, n8 = _point(normal["points"], 1), _point(normal["points"], 8)
-                if n1 and n8:
-                    detail = (
-                        f" The same sends with ``sqlite_synchronous = normal`` (same run, "
-                        f"fresh database): {_ok(n1, 201):,.0f} msg/s at concurrency 1 instead of "
-                        f"{_ok(c1, 201):,.0f}, and {_ok(n8, 201):,.0f} at concurrency 8 instead "
-                        f"of {_ok(c8, 201):,.0f} ({_ok(n8, 201) / max(_ok(c8, 201), 1):.2f}x): "
-                        f"that is what waiting for the disk costs. ``normal`` keeps every "
-                        f"acknowledged message through a crash of the server process, but not "
-                        f"through a power loss or a crash of the operating system, so the default "
-                        f"stays ``full``. The sync costs the machine CPU, not only time: "
-                        f"{_ms(_worker_ms(c8, 201))} of the workers' CPU per send at "
-                        f"concurrency 8 with ``full``, {_ms(_worker_ms(n8, 201))} with "
-                        f"``normal``. So syncing the log after the write lock is released, "
-                        f"in each worker (a group commit "
-                        f"of sorts, tried at commit b2edb4a and not kept), left the rate where "
-                        f"it was: the lock was no longer the limit, the processors were."
-                    )
             lines.append(
-                f"``fxchat.sqlite_synchronous = {sync}``: "
-                + (
-                    "every commit also waits for an fsync of the write-ahead log, inside "
-                    "the write lock."
-                    if sync == "full"
-                    else "commits do not wait for the disk."
-                )
-                + detail
+                f"``fxchat.sqlite_synchronous = {sync}``: " + _sqlite_sync(db, c1, c8, sync)
             )
             lines.append("")
         if kind == "postgresql" and c1:
@@ -381,6 +351,45 @@ def explanations(results: dict) -> str:
         + _other_explanations(results)
     )
     return "\n\n".join(out)
+
+
+def _sqlite_sync(db: dict, c1: dict | None, c8: dict, sync: str) -> str:
+    """What syncing the write-ahead log costs the sends on SQLite."""
+    if sync != "full":
+        return "commits do not wait for the disk."
+    text = (
+        "a send is answered only once the write-ahead log is synced past its commit. "
+        "fxchat syncs it itself, after the write lock is released, once for all the "
+        "commits waiting then (a group commit across the workers, "
+        "``fxchat.models.group_commit``), instead of SQLite syncing inside the lock "
+        "at every commit."
+    )
+    group = c8.get("group_commit")
+    if group and group["syncs"]:
+        text += (
+            f" At concurrency 8, {group['commits']:,} commits took {group['syncs']:,} syncs "
+            f"({group['commits'] / group['syncs']:.2f} commits per sync)."
+        )
+    normal = db.get("send_synchronous_normal")
+    if normal and c1:
+        n1, n8 = _point(normal["points"], 1), _point(normal["points"], 8)
+        if n1 and n8:
+            text += (
+                f" The same sends with ``sqlite_synchronous = normal``, which never waits for "
+                f"the disk (same run, fresh database): {_ok(n1, 201):,.0f} msg/s at "
+                f"concurrency 1 instead of {_ok(c1, 201):,.0f}, and {_ok(n8, 201):,.0f} at "
+                f"concurrency 8 instead of {_ok(c8, 201):,.0f} "
+                f"({_ok(n8, 201) / max(_ok(c8, 201), 1):.2f}x), with "
+                f"{_ms(_worker_ms(n8, 201))} of the workers' CPU per send at concurrency 8 "
+                f"against {_ms(_worker_ms(c8, 201))}. ``normal`` keeps every acknowledged "
+                f"message through a crash of the server process, but not through a power "
+                f"loss or a crash of the operating system, so the default stays ``full``."
+            )
+    return text + (
+        " With SQLite's own ``synchronous = FULL`` (results at commit 72f9fce, the sync "
+        "inside the lock) sends ran at 827 msg/s at concurrency 8 and 645 at concurrency 1, "
+        "in another run: compare with care, this machine's speed drifts."
+    )
 
 
 def _ok(summary: dict, status: int) -> float:

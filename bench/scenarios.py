@@ -57,6 +57,7 @@ class Measurements:
         path: str = "",
     ) -> dict:
         meter = machine.CpuMeter(self.server.process.pid)
+        commits_before = self.server.group_commits()
         result = loadgen.run(
             f"{self.label}-{name}",
             self.server.url + path,
@@ -68,6 +69,11 @@ class Measurements:
         )
         summary = result.as_json()
         summary["cpu"] = meter.stop(result.wrk_cpu_s)
+        commits_after = self.server.group_commits()
+        if commits_before and commits_after:
+            # SQLite: how many commits each sync of the WAL covered.
+            commits, syncs = (a - b for a, b in zip(commits_after, commits_before, strict=True))
+            summary["group_commit"] = {"commits": commits, "syncs": syncs}
         log(
             f"{self.label} {name}: {summary['requests_per_s']}/s, p50 "
             f"{summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms, "

@@ -298,6 +298,20 @@ class Server:
             INI.format(use=use, settings=lines, log=str(self.log), log_level=log_level)
         )
         self.process: subprocess.Popen | None = None
+        self.database_url = settings.get("sqlalchemy.url")
+
+    def group_commits(self) -> tuple[int, int] | None:
+        """SQLite's group commit so far: (commits, syncs); None without one."""
+        from fxchat.models import group_commit
+
+        url = self.database_url or ""
+        if not url.startswith("sqlite:///"):
+            return None
+        path = url.removeprefix("sqlite:///")
+        if not Path(f"{path}-commits").exists():
+            return None
+        log = group_commit.commit_log(path)
+        return log.started, log.syncs
 
     @classmethod
     def fxchat(

@@ -180,6 +180,15 @@ def figures(results: dict) -> list[tuple[str, dict[str, str]]]:
                 "bare view in the same rounds, c8: req/s; send / bare",
                 lambda db: _bare_beside(_point(db["send"]["points"], 8)),
             )
+    if any(
+        "group_commit" in point
+        for db in dbs.values()
+        for point in db.get("send", {}).get("points", [])
+    ):
+        per_db(
+            "SQLite group commit, send c8: commits per sync of the WAL",
+            lambda db: _commits_per_sync(_point(db["send"]["points"], 8)),
+        )
     if any("send_synchronous_normal" in db for db in dbs.values()):
         for c in (1, 8):
             per_db(
@@ -225,6 +234,7 @@ def figures(results: dict) -> list[tuple[str, dict[str, str]]]:
         ),
     )
     per_db("CPU used by other processes during the runs: mean / max cores", _other_load)
+    per_db("of it taken by the hypervisor (steal): mean / max cores", _steal)
     crypto = results.get("crypto")
     if crypto:
         row(
@@ -271,18 +281,30 @@ def _runs(value) -> list[dict]:
     return []
 
 
-def _other_load(db: dict) -> str:
+def _other_load(db: dict, key: str = "other_cores") -> str:
     """How much else ran on the machine meanwhile: the runs' ``other_cores``."""
     # The sends during the purge share the machine with the purge process.
     during_purge = db.get("purge", {}).get("send_during_purge")
     others = [
-        run["cpu"].get("other_cores", 0.0)
-        for run in _runs(db)
-        if run["cpu"] and run is not during_purge
+        run["cpu"].get(key, 0.0) for run in _runs(db) if run["cpu"] and run is not during_purge
     ]
     if not others:
         return "-"
     return f"{sum(others) / len(others):.2f} / {max(others):.2f}"
+
+
+def _commits_per_sync(point: dict | None) -> str:
+    group = (point or {}).get("group_commit")
+    if not group or not group["syncs"]:
+        return "-"
+    return f"{group['commits'] / group['syncs']:.2f} ({group['commits']:,} / {group['syncs']:,})"
+
+
+def _steal(db: dict) -> str:
+    """CPU time the hypervisor gave other machines during the runs (results before it: -)."""
+    if not any("steal_cores" in run["cpu"] for run in _runs(db) if run["cpu"]):
+        return "-"
+    return _other_load(db, "steal_cores")
 
 
 def _queued(dbs: dict, label: str) -> str:
