@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import logging
 import multiprocessing
+import os
 import time
 
 import pytest
@@ -204,3 +206,23 @@ def test_processes_committing_together_share_syncs(tmp_path):
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM notes").scalar() == 600
     engine.dispose()
+
+
+def test_a_forked_process_does_not_share_its_parents_sync_lock(tmp_path):
+    # gunicorn forks its workers: a worker must not hold the lock through a
+    # descriptor it inherited (flock locks belong to open files).
+    log = group_commit.CommitLog(str(tmp_path / "forked.sqlite"))
+    sync_lock, _ = log._locks()
+    fcntl.flock(sync_lock, fcntl.LOCK_EX)
+    log.count_commit()
+    log.writes_returned()
+    child = os.fork()
+    if child == 0:
+        started = time.monotonic()
+        log.wait_synced(log.started, timeout=5)
+        os._exit(0 if time.monotonic() - started >= 0.25 else 1)
+    time.sleep(0.4)
+    fcntl.flock(sync_lock, fcntl.LOCK_UN)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert log.synced == log.started

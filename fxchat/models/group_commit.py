@@ -100,11 +100,14 @@ class CommitLog:
         one descriptor would not keep each other out.
         """
         locks = getattr(self._thread, "locks", None)
-        if locks is None:
+        # A process forked from this thread shares its open files, and with
+        # them its locks: it opens its own.
+        if locks is None or self._thread.pid != os.getpid():
             locks = self._thread.locks = tuple(
                 os.open(f"{self.database}-{name}", os.O_RDWR | os.O_CREAT, 0o600)
                 for name in ("sync", "writers")
             )
+            self._thread.pid = os.getpid()
         return locks
 
     @property
