@@ -71,13 +71,18 @@ def _engines():
         engine.dispose()
 
 
+def empty_database(url: str, engines: dict) -> str:
+    """Empty the tables of the test database at ``url`` (its engine kept in ``engines``)."""
+    engine = engines.get(url)
+    if engine is None:
+        engine = engines[url] = get_engine({"sqlalchemy.url": url})
+    databases.empty_tables(engine)
+    return url
+
+
 @pytest.fixture
 def clean_database(database_url, _engines):
-    engine = _engines.get(database_url)
-    if engine is None:
-        engine = _engines[database_url] = get_engine({"sqlalchemy.url": database_url})
-    databases.empty_tables(engine)
-    return database_url
+    return empty_database(database_url, _engines)
 
 
 @pytest.fixture

@@ -16,16 +16,13 @@ from fxchat import main
 from fxchat.models import get_engine, group_commit, sqlite
 from fxchat.models.prepared import pooled, run_command
 
-from . import databases
-from .conftest import TEST_SETTINGS, register
+from .conftest import TEST_SETTINGS, empty_database, register
 
 
 @pytest.fixture
 def sqlite_app(sqlite_url, _engines):
-    engine = _engines.get(sqlite_url)
-    if engine is None:
-        engine = _engines[sqlite_url] = get_engine({"sqlalchemy.url": sqlite_url})
-    databases.empty_tables(engine)
+    """Apps on the SQLite test database, emptied (the group commit is SQLite's alone)."""
+    empty_database(sqlite_url, _engines)
     apps = []
 
     def make(**settings) -> webtest.TestApp:
