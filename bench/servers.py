@@ -302,7 +302,7 @@ class Server:
 
     def group_commits(self) -> tuple[int, int] | None:
         """SQLite's group commit so far: (commits, syncs); None without one."""
-        from fxchat.models import group_commit
+        from fxchat.models import group_commit, sqlite
 
         url = self.database_url or ""
         if not url.startswith("sqlite:///"):
@@ -310,7 +310,7 @@ class Server:
         path = url.removeprefix("sqlite:///")
         if not Path(f"{path}-commits").exists():
             return None
-        log = group_commit.commit_log(path)
+        log = group_commit.commit_log(path, sqlite.writers_lock_file(path))
         return log.started, log.syncs
 
     @classmethod

@@ -43,7 +43,7 @@ def syncs(monkeypatch):
     real = group_commit._sync
 
     def recording(wal):
-        seen.append(group_commit.commit_log(wal.removesuffix("-wal")).finished)
+        seen.append(group_commit._logs[wal.removesuffix("-wal")].finished)
         real(wal)
 
     monkeypatch.setattr(group_commit, "_sync", recording)
@@ -208,7 +208,8 @@ def test_processes_committing_together_share_syncs(tmp_path):
 def test_a_forked_process_does_not_share_its_parents_sync_lock(tmp_path):
     # gunicorn forks its workers: a worker must not hold the lock through a
     # descriptor it inherited (flock locks belong to open files).
-    log = group_commit.CommitLog(str(tmp_path / "forked.sqlite"))
+    database = str(tmp_path / "forked.sqlite")
+    log = group_commit.CommitLog(database, sqlite.writers_lock_file(database))
     sync_lock, _ = log._locks()
     fcntl.flock(sync_lock, fcntl.LOCK_EX)
     log.count_commit()

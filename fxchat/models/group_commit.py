@@ -65,9 +65,11 @@ _GATHER_SECONDS = 0.001
 class CommitLog:
     """The commit counters of one SQLite database, shared by every process using it."""
 
-    def __init__(self, database: str):
+    def __init__(self, database: str, writers_lock: str):
         self.database = database
         self.wal = f"{database}-wal"
+        # The file whose flock queues the writers (fxchat.models.sqlite).
+        self.writers_lock = writers_lock
         self._thread = threading.local()
         self._mapping: memoryview | None = None
         self._mapping_lock = threading.Lock()
@@ -104,8 +106,8 @@ class CommitLog:
         # them its locks: it opens its own.
         if locks is None or self._thread.pid != os.getpid():
             locks = self._thread.locks = tuple(
-                os.open(f"{self.database}-{name}", os.O_RDWR | os.O_CREAT, 0o600)
-                for name in ("sync", "writers")
+                os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                for path in (f"{self.database}-sync", self.writers_lock)
             )
             self._thread.pid = os.getpid()
         return locks
@@ -142,8 +144,7 @@ class CommitLog:
         ``number`` may be of a commit still running (a reader's bound, taken
         from ``started``): then this waits for it to return first. A process
         that died in its commit never says it did: once nobody holds the
-        write lock (the lock file of fxchat.models.sqlite),
-        whatever was counted is over. Raises OSError if the sync fails.
+        write lock, whatever was counted is over. Raises OSError if the sync fails.
         """
         if self._counters[_SYNCED] >= number:
             return
@@ -220,12 +221,12 @@ _logs: dict[str, CommitLog] = {}
 _logs_lock = threading.Lock()
 
 
-def commit_log(database: str) -> CommitLog:
+def commit_log(database: str, writers_lock: str) -> CommitLog:
     """The process's one mapping of ``database``'s counters."""
     with _logs_lock:
         log = _logs.get(database)
         if log is None:
-            log = _logs[database] = CommitLog(database)
+            log = _logs[database] = CommitLog(database, writers_lock)
         return log
 
 
@@ -257,7 +258,7 @@ def wait_for_this_thread(*, timeout: float) -> None:
     log, number, visible = _pending.log, _pending.number, _pending.visible
     if log is None:
         return
-    _pending.log, _pending.number, _pending.visible = None, 0, False
+    forget_this_thread()
     if visible:
         log.wait_visible(timeout=timeout)
     else:

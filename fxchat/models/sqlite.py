@@ -48,6 +48,11 @@ def database_file(engine: Engine) -> str | None:
     return database
 
 
+def writers_lock_file(database: str) -> str:
+    """The file whose ``flock`` queues the writers of the SQLite file ``database``."""
+    return f"{database}-writers"
+
+
 def commit_log(dialect: Dialect) -> group_commit.CommitLog | None:
     """The counters of the group commit of an engine's ``dialect``; None when it has none."""
     return _commit_logs.get(dialect)
@@ -59,7 +64,11 @@ def configure(engine: Engine, synchronous: str) -> None:
     # FULL: a commit is on disk before the client hears 201, by a group
     # commit of fxchat's own; SQLite itself then syncs only at checkpoints.
     # NORMAL keeps that promise against process crashes, not power loss.
-    log = group_commit.commit_log(database) if on_disk and synchronous == "full" else None
+    log = (
+        group_commit.commit_log(database, writers_lock_file(database))
+        if on_disk and synchronous == "full"
+        else None
+    )
     if log is not None:
         _commit_logs[engine.dialect] = log
 
@@ -71,7 +80,9 @@ def configure(engine: Engine, synchronous: str) -> None:
             cursor.execute(f"PRAGMA synchronous={'NORMAL' if log else synchronous.upper()}")
             # One lock-file descriptor per connection: flock() locks belong to
             # open files, so connections of one process queue like others.
-            record.info[_LOCK_FD] = os.open(f"{database}-writers", os.O_RDWR | os.O_CREAT, 0o600)
+            record.info[_LOCK_FD] = os.open(
+                writers_lock_file(database), os.O_RDWR | os.O_CREAT, 0o600
+            )
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -86,19 +97,15 @@ def configure(engine: Engine, synchronous: str) -> None:
             connection.exec_driver_sql("BEGIN")
             info[_READ] = True
             return
-        if _LOCK_FD in info and not info.get(_LOCK_HELD):
-            fcntl.flock(info[_LOCK_FD], fcntl.LOCK_EX)
-            info[_LOCK_HELD] = True
+        _take_write_lock(info)
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     if log is not None:
 
         @event.listens_for(engine, "commit")
         def _commit(connection):
-            # Before the driver's COMMIT, under the write lock.
-            info = connection.connection.info
-            if info.get(_LOCK_HELD):
-                info[_COMMIT_NUMBER] = log.count_commit()
+            # Before the driver's COMMIT.
+            _count_commit(connection.connection.info, log)
 
     @event.listens_for(engine, "checkin")
     def _checkin(dbapi_connection, record):
@@ -110,6 +117,19 @@ def configure(engine: Engine, synchronous: str) -> None:
         _end_of_transaction(record.info, log)
         if _LOCK_FD in record.info:
             os.close(record.info.pop(_LOCK_FD))
+
+
+def _take_write_lock(info: dict) -> None:
+    """Queue for the write lock, unless this connection holds it or has no lock file."""
+    if _LOCK_FD in info and not info.get(_LOCK_HELD):
+        fcntl.flock(info[_LOCK_FD], fcntl.LOCK_EX)
+        info[_LOCK_HELD] = True
+
+
+def _count_commit(info: dict, log: group_commit.CommitLog | None) -> None:
+    """Number the commit about to run, under the write lock, for the group commit."""
+    if log is not None and info.get(_LOCK_HELD):
+        info[_COMMIT_NUMBER] = log.count_commit()
 
 
 def _end_of_transaction(info: dict, log: group_commit.CommitLog | None) -> None:
@@ -139,9 +159,7 @@ def write_transaction(connection: PooledConnection) -> Iterator[None]:
     """
     info = connection.info
     log = commit_log(connection.dialect)
-    if _LOCK_FD in info and not info.get(_LOCK_HELD):
-        fcntl.flock(info[_LOCK_FD], fcntl.LOCK_EX)
-        info[_LOCK_HELD] = True
+    _take_write_lock(info)
     try:
         run_command(connection, "BEGIN IMMEDIATE")
         try:
@@ -151,8 +169,7 @@ def write_transaction(connection: PooledConnection) -> Iterator[None]:
             with contextlib.suppress(connection.dialect.loaded_dbapi.Error):
                 connection.driver_connection.rollback()
             raise
-        if log is not None and info.get(_LOCK_HELD):
-            info[_COMMIT_NUMBER] = log.count_commit()
+        _count_commit(info, log)
         run_command(connection, "COMMIT")
     finally:
         _end_of_transaction(info, log)
