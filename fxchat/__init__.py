@@ -9,6 +9,7 @@ from pyramid.events import ContextFound
 
 from . import rendering
 from .middleware import RequestMiddleware
+from .request import bake_request_extensions
 from .settings import load_settings
 
 
@@ -62,6 +63,7 @@ def make_config(settings: dict) -> Configurator:
 def main(global_config, **settings):
     """The WSGI application of the relay (paste ``main``)."""
     config = make_config(settings)
+    bake_request_extensions(config)
     app = config.make_wsgi_app()
     fxchat = config.registry.fxchat
     return RequestMiddleware(
