@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 import re
 import time
-import uuid
 
 logger = logging.getLogger("fxchat.access")
 
@@ -47,7 +47,9 @@ class RequestMiddleware:
     def __call__(self, environ, start_response):
         started = time.perf_counter()
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # An id to find the request's log lines by, not a secret: no system
+        # call for randomness per request (the random module reseeds after fork).
+        request_id = incoming if REQUEST_ID.match(incoming) else f"{random.getrandbits(128):032x}"
         environ["fxchat.request_id"] = request_id
         status_seen = []
         origin = environ.get("HTTP_ORIGIN")
@@ -94,17 +96,12 @@ class RequestMiddleware:
                 ],
                 b"",
             )
-        too_large = _error(
-            "413 Request Entity Too Large",
-            "body",
-            f"the body is larger than {self.max_body_bytes} bytes",
-        )
         length = environ.get("CONTENT_LENGTH") or ""
         if length:
             if not length.isdigit():
                 return _error("400 Bad Request", "Content-Length", "not a number")
             if int(length) > self.max_body_bytes:
-                return too_large
+                return self._too_large()
         elif (
             environ.get("wsgi.input_terminated")
             or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
@@ -112,17 +109,34 @@ class RequestMiddleware:
             # No length given: read at most one byte past the limit.
             body = environ["wsgi.input"].read(self.max_body_bytes + 1)
             if len(body) > self.max_body_bytes:
-                return too_large
+                return self._too_large()
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
             environ.pop("wsgi.input_terminated", None)
         return None
 
+    def _too_large(self):
+        return _error(
+            "413 Request Entity Too Large",
+            "body",
+            f"the body is larger than {self.max_body_bytes} bytes",
+        )
+
     @staticmethod
     def _log(environ, status_seen, started, request_id) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
         status = int(status_seen[-1].split()[0]) if status_seen else 500
-        logger.info(
+        # The record made and handled directly: Logger.info would first walk
+        # the stack for the caller's file and line, which this log never shows.
+        record = logger.makeRecord(
+            logger.name,
+            logging.INFO,
+            __file__,
+            0,
             "request",
+            (),
+            None,
             extra={
                 "fields": {
                     "request_id": request_id,
@@ -135,3 +149,4 @@ class RequestMiddleware:
                 }
             },
         )
+        logger.handle(record)
