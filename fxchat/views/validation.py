@@ -23,10 +23,11 @@ def json_body(request) -> dict:
     The API speaks only JSON; reading bodies as forms or multipart (Cornice's
     default for those types) would only add ways to fail.
     """
-    if not request.body:
+    raw = request.body  # read once: WebOb reads the body file again on every access
+    if not raw:
         return {"body": {}}
     try:
-        body = json.loads(request.body)
+        body = json.loads(raw)
     except ValueError as error:  # includes bodies that are not UTF-8
         request.errors.add("body", "", f"Invalid JSON: {error}")
         return {}
