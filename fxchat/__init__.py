@@ -31,8 +31,12 @@ def _expose_route(event) -> None:
 
 
 def make_config(settings: dict) -> Configurator:
-    # Conflicts between concurrent requests are retried, never shown.
-    settings = {"retry.attempts": 5, **settings}
+    settings = {
+        # Conflicts between concurrent requests are retried, never shown.
+        "retry.attempts": 5,
+        "tm.activate_hook": "fxchat.views.messages.needs_request_transaction",
+        **settings,
+    }
     config = Configurator(settings=settings)
     config.registry.fxchat = load_settings(settings)
     config.include("cornice")

@@ -43,3 +43,26 @@ def test_fxchat_requests_share_one_class_that_has_every_property(app, alice):
     for name in ("now", "dbsession", "tm", "client_address", "current_service"):
         assert hasattr(type(first), name), name
     assert first.now != 0 and "now" in vars(first) and "now" not in vars(second)
+
+
+def test_only_a_send_runs_without_a_request_transaction(app, alice, bob):
+    active = {}
+    registry = app.app.registry
+
+    def note(event):
+        request = event.request
+        active[request.method, request.path_info] = "tm.active" in request.environ
+
+    registry.registerHandler(note, (IContextFound,))
+    try:
+        alice.send_to(bob)
+        bob.get("/v1/messages")
+        alice.add_device()
+    finally:
+        registry.unregisterHandler(note, (IContextFound,))
+    # The send is a transaction of its own (fxchat.services.storing).
+    assert active == {
+        ("POST", "/v1/messages"): False,
+        ("GET", "/v1/messages"): True,
+        ("POST", "/v1/devices"): True,
+    }
