@@ -205,11 +205,10 @@ def _attempt_statement_by_statement(connection: PooledConnection, attempt: SendA
             _FORGET_KEY.execute(connection, key)
 
     user_ids = sorted({r["user"] for r in attempt.recipients})
-    users = dict(_USERS.execute(connection, {"user_ids": user_ids}))
     current = {
-        (users[user_pk], device_id): device_pk
-        for device_pk, device_id, user_pk in _ACTIVE_DEVICES.execute(
-            connection, {"user_pks": list(users)}
+        (user_id, device_id): device_pk
+        for user_id, device_id, device_pk in _ADDRESSED_DEVICES.execute(
+            connection, {"user_ids": user_ids}
         )
         if device_pk != sender.pk
     }
@@ -302,18 +301,15 @@ _EARLIER_SEND = Prepared(
     .where(*_IDEMPOTENCY_KEY)
 )
 _FORGET_KEY = Prepared(delete(IDEMPOTENCY_KEYS).where(*_IDEMPOTENCY_KEY))
-_USERS = Prepared(
-    select(USERS.c.pk, USERS.c.user_id).where(
-        USERS.c.user_id.in_(bindparam("user_ids", expanding=True))
-    ),
-    lists=["user_ids"],
-)
-_ACTIVE_DEVICES = Prepared(
-    select(DEVICES.c.pk, DEVICES.c.device_id, DEVICES.c.user_pk).where(
-        DEVICES.c.user_pk.in_(bindparam("user_pks", expanding=True)),
+# The current devices of the addressed users (an unknown user has none).
+_ADDRESSED_DEVICES = Prepared(
+    select(USERS.c.user_id, DEVICES.c.device_id, DEVICES.c.pk)
+    .join(DEVICES, DEVICES.c.user_pk == USERS.c.pk)
+    .where(
+        USERS.c.user_id.in_(bindparam("user_ids", expanding=True)),
         DEVICES.c.revoked_at.is_(None),
     ),
-    lists=["user_pks"],
+    lists=["user_ids"],
 )
 _COUNT_ONE_MORE = Prepared(
     update(DEVICES)
