@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+
+from pyramid.interfaces import ISecurityPolicy
 from pyramid.request import RequestLocalCache
 from pyramid.security import Allowed, Denied
 
 from .models.prepared import pooled
-from .services.accounts import authenticate
+from .services.accounts import Caller, authenticate
+from .tokens import hash_token, looks_like_token
 
 # The permission every authenticated endpoint asks for; finer rules (that
 # device only, same user) live in the services, where they are tested.
 DEVICE = "device"
+# The same, for a request whose own transaction checks that the token still
+# names the caller (a send: fxchat.services.storing). Its caller may come from
+# the process's memory of recent authentications, without a statement.
+SELF_CHECKING_DEVICE = "self-checking device"
+# Devices remembered per process: a few megabytes at most.
+RECENT_IDENTITIES = 10_000
 
 
 def bearer_token(request) -> str | None:
@@ -20,13 +30,42 @@ def bearer_token(request) -> str | None:
     return token.strip()
 
 
+class RecentIdentities:
+    """Devices this process authenticated, by token hash: at most ``size``, oldest out first.
+
+    Only ever asked for requests that check the token again themselves, in
+    their own transaction: a device revoked since it was remembered is
+    refused there, whichever process remembered it.
+    """
+
+    def __init__(self, size: int = RECENT_IDENTITIES):
+        self.size = size
+        self._by_token_hash: dict[bytes, Caller] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token_hash: bytes) -> Caller | None:
+        return self._by_token_hash.get(token_hash)
+
+    def remember(self, caller: Caller) -> None:
+        with self._lock:
+            if len(self._by_token_hash) >= self.size:
+                # Dictionaries keep their insertion order: the oldest goes.
+                del self._by_token_hash[next(iter(self._by_token_hash))]
+            self._by_token_hash[caller.token_hash] = caller
+
+    def forget(self, token_hash: bytes) -> None:
+        with self._lock:
+            self._by_token_hash.pop(token_hash, None)
+
+
 class BearerTokenSecurityPolicy:
     """Identity is the active device whose token hash matches the bearer token."""
 
-    def __init__(self):
+    def __init__(self, recent: RecentIdentities | None = None):
         # Pyramid asks for the identity several times a request (permission,
         # view, logging): look the token up once.
         self.identity_cache = RequestLocalCache(self._load_identity)
+        self.recent = recent if recent is not None else RecentIdentities()
 
     def identity(self, request):
         return self.identity_cache.get_or_create(request)
@@ -41,7 +80,19 @@ class BearerTokenSecurityPolicy:
         with pooled(request.registry["db_engine"]) as connection:
             device = authenticate(connection, token)
         if device is not None:
+            self.recent.remember(device)
             request.environ["fxchat.device_id"] = device.device_id
+        return device
+
+    def _recent_identity(self, request):
+        """A remembered device for the token, else what a lookup finds."""
+        token = bearer_token(request)
+        if token is None or not looks_like_token(token):
+            return None
+        device = self.recent.get(hash_token(token))
+        if device is None:
+            return self._load_identity(request)
+        request.environ["fxchat.device_id"] = device.device_id
         return device
 
     def authenticated_userid(self, request):
@@ -49,7 +100,15 @@ class BearerTokenSecurityPolicy:
         return None if device is None else device.device_id
 
     def permits(self, request, context, permission):
-        if permission == DEVICE and request.identity is not None:
+        if permission == SELF_CHECKING_DEVICE:
+            # Asked before anything else wants the identity, so that
+            # request.identity is this one for the rest of the request.
+            device = self.identity_cache.get_or_create(request, self._recent_identity)
+        elif permission == DEVICE:
+            device = request.identity
+        else:
+            device = None
+        if device is not None:
             return Allowed("an active device")
         return Denied("no valid bearer token")
 
@@ -58,6 +117,13 @@ class BearerTokenSecurityPolicy:
 
     def forget(self, request, **kw):
         return []
+
+
+def forget_recent_identity(request) -> None:
+    """The request's own check found its token no longer valid: never take it from memory again."""
+    device = request.identity
+    if device is not None:
+        request.registry.getUtility(ISecurityPolicy).recent.forget(device.token_hash)
 
 
 def client_address(request) -> str:

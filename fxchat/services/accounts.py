@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
@@ -35,6 +35,8 @@ class Caller:
     device_id: str
     user_pk: int
     user_id: str
+    # What it authenticated with: the hash of its bearer token.
+    token_hash: bytes = field(repr=False)
 
 
 # Built once and run on the driver (models.prepared): this runs on every request.
@@ -61,7 +63,7 @@ def authenticate(connection: Connection, token: str) -> Caller | None:
     [(pk, device_id, user_pk, user_id, token_hash)] = rows
     if not token_matches(token, token_hash):
         return None
-    return Caller(pk, device_id, user_pk, user_id)
+    return Caller(pk, device_id, user_pk, user_id, token_hash)
 
 
 def create_account(

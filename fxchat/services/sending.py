@@ -15,6 +15,14 @@ from .retention import expire_copies
 from .storing import Found
 
 
+class UnknownSender(ServiceError):
+    """The sender's token no longer names it: the device was revoked meanwhile."""
+
+    status = 401
+    name = "Authorization"
+    location = "header"
+
+
 class IdempotencyMismatch(ServiceError):
     status = 422
     name = "Idempotency-Key"
@@ -74,6 +82,8 @@ def send(
         # purge has swept them: with them gone, try once more.
         outcome = storing.attempt_send(engine, attempt)
 
+    if outcome.found is Found.UNKNOWN_SENDER:
+        raise UnknownSender("a valid bearer token is required")
     if outcome.found is Found.EARLIER and outcome.request_hash != fingerprint:
         raise IdempotencyMismatch("this Idempotency-Key was used for a different request")
     if outcome.found in (Found.STORED, Found.EARLIER):

@@ -52,6 +52,8 @@ KEY_FIELDS_BYTES = ENCRYPTED_AES_KEY_LENGTH + MAC_LENGTH + KEY_LENGTH
 
 class Found(enum.Enum):
     STORED = "stored"
+    # The sender's token no longer names it (the device was revoked).
+    UNKNOWN_SENDER = "unknown_sender"
     # A send with the same Idempotency-Key within the window (maybe another body).
     EARLIER = "earlier"
     # The listed devices are not the addressed users' current ones.
@@ -108,6 +110,7 @@ def attempt_send(engine: Engine, attempt: SendAttempt) -> Outcome:
 
 _SEND_FUNCTION_PARAMETERS = {
     "sender_pk": BigInteger,
+    "sender_token_hash": LargeBinary,
     "sender_user_pk": BigInteger,
     "sender_user": String,
     "sender_device_id": String,
@@ -127,7 +130,7 @@ _SEND_FUNCTION_PARAMETERS = {
 # Named arguments: the call does not depend on the order of the parameters.
 _SEND_FUNCTION = Prepared(
     text(
-        "SELECT * FROM fxchat_send_v1("
+        "SELECT * FROM fxchat_send_v2("
         + ", ".join(f"p_{name} => :{name}" for name in _SEND_FUNCTION_PARAMETERS)
         + ")"
     ).bindparams(*(bindparam(name, type_=t) for name, t in _SEND_FUNCTION_PARAMETERS.items()))
@@ -152,6 +155,7 @@ def _attempt_in_one_call(connection: PooledConnection, attempt: SendAttempt) -> 
         connection,
         {
             "sender_pk": sender.pk,
+            "sender_token_hash": sender.token_hash,
             "sender_user_pk": sender.user_pk,
             "sender_user": sender.user_id,
             "sender_device_id": sender.device_id,
@@ -194,6 +198,10 @@ class _RolledBack(Exception):
 def _attempt_statement_by_statement(connection: PooledConnection, attempt: SendAttempt) -> Outcome:
     # One writer at a time: nothing read here changes before the commit.
     sender = attempt.sender
+    # The sender may come from a memory of recent authentications
+    # (fxchat.security): its token must still name it.
+    if not _SENDER_BY_TOKEN.execute(connection, {"pk": sender.pk, "token_hash": sender.token_hash}):
+        return Outcome(Found.UNKNOWN_SENDER)
     if attempt.idempotency_key is not None:
         key = {"device_pk": sender.pk, "key": attempt.idempotency_key}
         earlier = _EARLIER_SEND.execute(connection, key)
@@ -301,6 +309,12 @@ _EARLIER_SEND = Prepared(
     .where(*_IDEMPOTENCY_KEY)
 )
 _FORGET_KEY = Prepared(delete(IDEMPOTENCY_KEYS).where(*_IDEMPOTENCY_KEY))
+# Revoking a device clears its token hash.
+_SENDER_BY_TOKEN = Prepared(
+    select(DEVICES.c.pk).where(
+        DEVICES.c.pk == bindparam("pk"), DEVICES.c.token_hash == bindparam("token_hash")
+    )
+)
 # The current devices of the addressed users (an unknown user has none).
 _ADDRESSED_DEVICES = Prepared(
     select(USERS.c.user_id, DEVICES.c.device_id, DEVICES.c.pk)

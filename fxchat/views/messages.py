@@ -3,12 +3,13 @@
 from cornice import Service
 
 from ..encoding import decode_cursor
+from ..errors import unauthorized
 from ..ratelimit import rate_limited
 from ..rendering import json_response
 from ..schemas.messages import AckSchema, FetchSchema, SendSchema
 from ..schemas.responses import AckBody, PageBody, ReceiptsBody, SentBody, responses
 from ..schemas.types import IDEMPOTENCY_KEY, OPAQUE_ID
-from ..security import DEVICE
+from ..security import DEVICE, SELF_CHECKING_DEVICE, forget_recent_identity
 from ..services import inbox, receipts, sending
 from . import validation
 
@@ -50,7 +51,8 @@ def idempotency_key(request, **kwargs):
 
 @messages.post(
     schema=SendSchema(),
-    permission=DEVICE,
+    # The send checks the sender's token again in its own transaction.
+    permission=SELF_CHECKING_DEVICE,
     validators=(rate_limited("send"), idempotency_key, validation.body),
     response_schemas=responses(
         201, SentBody, "Stored for every listed device", (400, 401, 409, 413, 422)
@@ -58,17 +60,22 @@ def idempotency_key(request, **kwargs):
 )
 def send(request):
     settings = request.registry.fxchat
-    sent = sending.send(
-        request.registry["db_engine"],
-        request.identity,
-        request.validated,
-        now=request.now,
-        ttl=request.validated["ttl"] or settings.default_ttl,
-        max_queued=settings.max_queued_per_device,
-        idempotency_key=request.idempotency_key,
-        fingerprint=sending.request_fingerprint(request.body),
-        idempotency_window=settings.idempotency_window,
-    )
+    try:
+        sent = sending.send(
+            request.registry["db_engine"],
+            request.identity,
+            request.validated,
+            now=request.now,
+            ttl=request.validated["ttl"] or settings.default_ttl,
+            max_queued=settings.max_queued_per_device,
+            idempotency_key=request.idempotency_key,
+            fingerprint=sending.request_fingerprint(request.body),
+            idempotency_window=settings.idempotency_window,
+        )
+    except sending.UnknownSender:
+        # Revoked since this process remembered it.
+        forget_recent_identity(request)
+        raise unauthorized() from None
     return json_response(sent.as_json(), status=201)
 
 

@@ -180,6 +180,17 @@ def test_deleted_devices_token_stops_working(alice):
     phone.post("/v1/devices", {"public_key": random_key()}, status=401)
 
 
+def test_a_revoked_device_cannot_send_where_it_was_authenticated_recently(alice, bob):
+    phone = alice.add_device()
+    phone.send_to(bob)  # this process now remembers the phone (fxchat.security)
+    alice.delete(f"/v1/devices/{phone.device_id}")
+    for _ in range(2):  # refused by the send's own check, then by the lookup
+        refused = phone.post("/v1/messages", phone.envelope(bob), status=401)
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert refused.json == error_body("header", "Authorization")
+    assert [m["sender"]["device_id"] for m in bob.inbox()] == [phone.device_id]
+
+
 def test_a_device_may_delete_itself(alice):
     phone = alice.add_device()
     phone.delete(f"/v1/devices/{phone.device_id}", status=204)
