@@ -1,14 +1,15 @@
 """Storing a send: one atomic operation that checks and writes, or writes nothing.
 
-:func:`attempt_send` looks up an earlier send with the same Idempotency-Key,
-checks that the listed devices are exactly the addressed users' current
-ones, takes a place in each recipient's queue, and writes the message, its
-body once, a copy per device and the key, all in one transaction on a pooled
-connection of its own (fxchat.models.prepared.pooled), not the request's
-session:
+:func:`attempt_send` checks that the sender's token still names it (the
+sender may come from a memory of recent authentications, fxchat.security),
+looks up an earlier send with the same Idempotency-Key, checks that the
+listed devices are exactly the addressed users' current ones, takes a place
+in each recipient's queue, and writes the message, its body once, a copy
+per device and the key, all in one transaction on a pooled connection of
+its own (fxchat.models.prepared.pooled), not the request's session:
 
-* on PostgreSQL, one call of the function ``fxchat_send_v1`` (migration
-  0002) in autocommit: one round trip, where the same steps from Python
+* on PostgreSQL, one call of the function ``fxchat_send_v2`` (migration
+  0003) in autocommit: one round trip, where the same steps from Python
   were eight, each costing the server process more than PostgreSQL;
 * on SQLite, the same steps in Python between ``BEGIN IMMEDIATE`` and
   ``COMMIT`` (fxchat.models.sqlite.write_transaction), so that the
@@ -46,7 +47,7 @@ from ..models.tables import BODIES, COPIES, DEVICES, IDEMPOTENCY_KEYS, MESSAGES,
 from .accounts import Caller
 
 KEY_FIELDS = ("encrypted_aes_key", "msg_sig", "msg_pub_key")
-# Their lengths (fxchat.crypto), end to end: one recipient's in fxchat_send_v1.
+# Their lengths (fxchat.crypto), end to end: one recipient's in fxchat_send_v2.
 KEY_FIELDS_BYTES = ENCRYPTED_AES_KEY_LENGTH + MAC_LENGTH + KEY_LENGTH
 
 
@@ -139,7 +140,7 @@ _SEND_FUNCTION = Prepared(
 
 def _attempt_in_one_call(connection: PooledConnection, attempt: SendAttempt) -> Outcome:
     sender, recipients = attempt.sender, attempt.recipients
-    # The recipients as fxchat_send_v1 takes them: one value per field, not
+    # The recipients as fxchat_send_v2 takes them: one value per field, not
     # arrays, which psycopg builds item by item in Python (a tenth of a send
     # to 100 devices). User ids and device ids cannot hold a comma
     # (schemas.types), and the wrapped-key fields have the lengths the schema
