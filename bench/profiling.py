@@ -47,7 +47,7 @@ FOCUS: tuple[tuple[str, re.Pattern], ...] = tuple(
     (name, re.compile(pattern))
     for name, pattern in (
         (
-            "authentication (accounts.authenticate, every call)",
+            "authentication (accounts.authenticate: devices the worker does not remember)",
             r"^authenticate \(fxchat/services/accounts\.py\)",
         ),
         (

@@ -210,9 +210,27 @@ def _ms(value: float | None) -> str:
     return "?" if value is None else f"{value:.2f} ms"
 
 
+# What changed on the request path since the previous published run, and
+# what it was measured to do: said once, above the per-database sections.
+REQUEST_PATH_CHANGES = (
+    "The request path of every call was made cheaper since commit f7ca555 (alternating "
+    "runs of sends at concurrency 8, before and after, on the same machine: SQLite 672 and "
+    "907 msg/s, then 1,103 and 1,083; PostgreSQL 760 and 754, then 914 and 994). Pyramid "
+    "built a new subclass of the request class for every request, to give it the "
+    "properties of ``add_request_method`` (fxchat's, pyramid_tm's and Cornice's): they are "
+    "now set once on the request factory (``fxchat.request``): about 40 us of a send's "
+    "800 in-process, and a larger share through gunicorn (the runs above). A send, a "
+    "transaction of its own, no longer runs "
+    "inside pyramid_tm's (``tm.activate_hook``). The access-log line is written with "
+    "orjson, without the logging module's walk of the stack (48 to 15 us in-process). "
+    "Statement parameters are passed on without copies. Then the token lookup left the "
+    "sends (below)."
+)
+
+
 def explanations(results: dict) -> str:
     """What limits each figure, with the numbers of this run."""
-    out = []
+    out = [REQUEST_PATH_CHANGES]
     bare8 = _point(results["baseline"]["points"], 8)
     bare_ms = _worker_ms(bare8, 200)
     cores = results["machine"]["cpu_count"]
@@ -262,43 +280,53 @@ def explanations(results: dict) -> str:
                     f"{noop_share:.2f} of the bare view's rate: the middleware (request id, "
                     f"headers, the access-log line), pyramid_retry, pyramid_tm and the "
                     f"exception views that every request passes; the send's own work (the "
-                    f"authentication statement, the validation of its body, its transaction, "
-                    f"its response) costs another "
+                    f"validation of its body, its transaction, its response) costs another "
                     f"{1 / c8['ratio_to_bare'] - 1 / noop_share:.1f} bare requests. The bare "
                     f"view is cheap because its own Python is: called in-process, it takes "
-                    f"0.03 to 0.05 ms, a tenth of what it costs the machine through gunicorn, "
-                    f"the kernel and wrk, while a send takes 0.75 to 1.2 ms in-process."
+                    f"about 0.06 ms (0.24 million instructions, counted by callgrind), a "
+                    f"sixth of what it costs the machine through gunicorn, the kernel and "
+                    f"wrk, while fxchat's no-op endpoint takes 0.54 million and a send "
+                    + (
+                        "1.20 million in the worker, about 0.5 ms, besides PostgreSQL's own work."
+                        if kind == "postgresql"
+                        else "1.63 million, 0.6 to 0.7 ms."
+                    )
                 )
                 lines.append("")
             lines.append(
                 f"Each send runs {statements.get('statements_per_send', '?')} SQL statements "
                 f"and {statements.get('commits_per_send', '?')} commit of its own"
                 + (
-                    ": the authentication (one autocommit ``SELECT`` on a pooled connection) "
-                    "and one call of ``fxchat_send_v1`` (migration 0002, PL/pgSQL) in "
-                    "autocommit, which looks up the Idempotency-Key, checks the device sets "
-                    "under their locks, takes the queue places and writes the message, its "
-                    "body, its copies and its key in one transaction inside PostgreSQL. The "
-                    "same steps from Python were eight round trips (BEGIN, six statements, "
-                    "COMMIT), each costing psycopg 0.15 to 0.3 ms of the worker's CPU, more "
-                    "than PostgreSQL spent on it: in-process (the WSGI app called directly, "
-                    "three alternating runs of 1,500 sends), a send cost 2.4 to 3.1 ms of CPU "
-                    "at commit 2273756 and 1.1 to 1.2 ms at commit ef6e107"
+                    ": one call of ``fxchat_send_v2`` (migration 0003, PL/pgSQL) in "
+                    "autocommit, which checks that the sender's token still names it, looks "
+                    "up the Idempotency-Key, checks the device sets under their locks, takes "
+                    "the queue places and writes the message, its body, its copies and its "
+                    "key in one transaction inside PostgreSQL. The same steps from Python "
+                    "were eight round trips (BEGIN, six statements, COMMIT), each costing "
+                    "psycopg 0.15 to 0.3 ms of the worker's CPU, more than PostgreSQL spent "
+                    "on it. The lookup of the bearer token runs only for a device that the "
+                    "worker does not remember (``fxchat.security.RecentIdentities``): since "
+                    "the function checks the token itself, a device that keeps sending is "
+                    "authenticated once per worker. The lookup was a fifth of a send's "
+                    "instructions in the worker (callgrind, in-process: 1.49 million per "
+                    "send with it, 1.20 million without); alternating runs at concurrency 8 "
+                    "gave 989, 904 and 848 msg/s before that change (commit 4ced21e) and "
+                    "1,118, 1,202 and 1,035 after it (commit 521e1b9)"
                     if kind == "postgresql"
-                    else ": the authentication (one ``SELECT`` outside any transaction), then "
-                    "``BEGIN IMMEDIATE``, the Idempotency-Key lookup, the device sets, the "
-                    "queue counters, four inserts (the message, its body, its copies, its "
-                    "key) and ``COMMIT``, on a pooled connection of their own "
-                    "(``fxchat.services.storing``), not the request's session; in-process "
-                    "(three alternating runs of 2,000 sends) a send cost 1.1 to 1.6 ms of CPU "
-                    "at commit 2273756, where the lock was held from the first statement "
-                    "through rendering and the transaction manager's commit, and 0.75 to "
-                    "1.0 ms at commit ef6e107"
+                    else ": ``BEGIN IMMEDIATE``, the check that the sender's token still "
+                    "names it, the Idempotency-Key lookup, the addressed users' current "
+                    "devices (one join), the queue counters, four inserts (the message, its "
+                    "body, its copies, its key) and ``COMMIT``, on a pooled connection of "
+                    "their own (``fxchat.services.storing``), not the request's session. The "
+                    "bearer token is looked up only for a device that the worker does not "
+                    "remember (``fxchat.security.RecentIdentities``); alternating runs at "
+                    "concurrency 8 gave 1,092, 1,259 and 1,006 msg/s before that change "
+                    "(commit 4ced21e) and 1,242, 1,371 and 1,261 after it (commit 521e1b9)"
                 )
                 + ". The statements are Core, compiled once per database and run on the "
                 "driver's cursor (``fxchat.models.prepared``). What a send still costs is "
                 "mostly the request around them: gunicorn, Pyramid and Cornice, validation, "
-                "the transaction manager, the access log. The profile below gives the shares."
+                "the access log. The profile below gives the shares."
             )
             lines.append("")
             for x in [x for x in statements.get("statements", []) if x["per_send"] > 1]:
@@ -311,8 +339,9 @@ def explanations(results: dict) -> str:
             polling = c8["latency_ms"]["p99"] > 10 * c8["latency_ms"]["p50"]
             lines.append(
                 f"**SQLite runs the sends' writes one at a time.** Everything but the "
-                f"send's own transaction (parsing, authentication, validation, the "
-                f"response) runs outside the write lock, so the "
+                f"send's own transaction (parsing, validation, the response, and the "
+                f"token's lookup when the worker does not remember the device) runs "
+                f"outside the write lock, so the "
                 f"{results['worker_model']['workers']} workers overlap it; from ``BEGIN "
                 f"IMMEDIATE`` to the end of ``COMMIT`` a send holds the database's only write "
                 f"lock: its statements and the commit's write of the write-ahead log, about "
@@ -341,7 +370,7 @@ def explanations(results: dict) -> str:
                 "concurrency until the two cores run out; the backend processes compete "
                 "for them with the workers, which is what the time inside database calls "
                 "in the profile is: PostgreSQL's own work (the function's statements, its "
-                "indexes, the WAL flush of each commit) and the two round trips."
+                "indexes, the WAL flush of each commit) and the round trip."
             )
             lines.append("")
         out.append("\n".join(lines))
@@ -481,23 +510,32 @@ def _other_explanations(results: dict) -> str:
                 f"{purge['send_during_purge']['latency_ms']['p99']:.0f} ms against "
                 f"{purge['send_without_purge']['latency_ms']['p99']:.0f} ms without."
                 + (
-                    " On SQLite the pace trades the purge's speed for the sends' latency: a "
-                    "send that arrives during a batch waits for it and its commit, and the "
-                    "purge's checkpoints, which sync the log and the database file, delay "
-                    "the sends' syncs (the purge's own commits wait for no sync since the "
-                    "group commit: it answers no one). Each "
-                    "deleted copy dirties a page of its device's queue index, so short "
-                    "batches write and sync about a page per copy. The purge checkpoints "
-                    "after every third batch rather than after each (1M copies, without the "
-                    "flat-cost load, paces changed by hand at commit dbeb995: 48 s at 6.8x "
-                    "the sends' p99 against 58 s at 7.9x). Shorter batches lower the sends' "
-                    "p99 a little and cost the purge its speed: 3 ms batches with a rest as "
-                    "long, 74 s at 4.5x; 2 ms batches, unfinished after 150 s at 3.8x; "
-                    "with the group commit (commit 575a959), 3 ms batches with a rest of "
-                    "twice that, 84 s at 3.8x. No "
-                    "pace meets both targets on SQLite with ``synchronous = full``: the "
-                    "sends' p99 without a purge is a few milliseconds, less than one batch "
-                    "and its commit."
+                    " On SQLite a send that arrives during a batch waits for it and its "
+                    "commit (up to the 5 ms of a batch), and its sync of the log waits "
+                    "behind the purge's checkpoints, which sync the log and the database "
+                    "file. What made the tail, measured at commit 521e1b9 with each send's "
+                    "lock wait, commit and sync in its access-log line (300,000 copies, "
+                    "sends at concurrency 1): one send in ten spent 15 to 30 ms, and some "
+                    "up to 135 ms, in its ``COMMIT``, not waiting. That is SQLite's own "
+                    "checkpoint, which a commit runs once the log holds 1,000 pages, while "
+                    "it still holds the writers' lock. The purge's checkpoints in its rests "
+                    "run beside the sends' commits, so they seldom copy all of the log, "
+                    "SQLite never starts it over, and past 1,000 pages every commit "
+                    "checkpoints again. Tried, not kept: with commits that never "
+                    "checkpoint (``wal_autocheckpoint = 0``), the sends' p99 during that "
+                    "purge fell from 30 ms to 9 ms, and 1M copies were purged in 42 s with "
+                    "a p99 of 4.2x (against 7.5x). But nothing then starts the log over: "
+                    "with a thread of the server checkpointing beside the writers, it grew "
+                    "to 0.5 to 0.9 GB in 16 s of sends. Bounding it (commits checkpoint "
+                    "past 16,000 pages) gave 1M in 32 s at 10.1x, and finishing each "
+                    "thread checkpoint under the writers' lock held them up 10 to 15 ms a "
+                    "time. A checkpoint after every batch instead of every third did not "
+                    "help (p99 31 ms for 300,000 copies), nor 3 ms batches (p99 17 ms, the "
+                    "purge 2.3 times slower), nor syncing the purge's own commits in its "
+                    "rests (p99 35 ms for 1M). No pace meets both targets on SQLite with "
+                    "``synchronous = full`` while commits checkpoint: the sends' p99 "
+                    "without a purge is a few milliseconds, less than one batch and its "
+                    "commit."
                     if kind == "sqlite"
                     else " Sends and the purge share no rows here (the purged copies are other "
                     "devices'): what a send waits for is its commit's flush of the "
@@ -507,9 +545,12 @@ def _other_explanations(results: dict) -> str:
                     "deletes and the sends' COMMITs, of 21 to 155 ms). Shorter batches "
                     "shrink that wait and cost the purge its speed (commit cbc4488: 80 ms "
                     "batches, 32 s at 8.4x the p99 of sends; 20 ms batches with a rest as "
-                    "long, 102 s at 2.8x). The ratio was 14.6x at commit 4dd6aab and 1.65x "
-                    "and 2.24x in two runs at commit ef6e107, where a send is one statement "
-                    "in autocommit: near the target, on either side of it."
+                    "long, 102 s at 2.8x). The ratio swings with the machine's moment: "
+                    "14.6x at commit 4dd6aab, 1.65x and 2.24x at commit ef6e107, 1.91x at "
+                    "commit b1e34de; on 2026-12-03, two runs of this scenario alone gave "
+                    "9.2x and 21.9x at commit f7ca555 and 7.2x and 28.5x at commit 591ac31 "
+                    "(the sends' p99 without a purge 4 to 11 ms, during it 56 to 134 ms): "
+                    "the code of this page changed nothing there."
                 )
             )
     crypto = results.get("crypto")
