@@ -8,6 +8,7 @@ from pyramid.interfaces import ISecurityPolicy
 from pyramid.request import RequestLocalCache
 from pyramid.security import Allowed, Denied
 
+from .errors import unauthorized
 from .models.prepared import pooled
 from .services.accounts import Caller, authenticate
 from .tokens import hash_token, looks_like_token
@@ -21,6 +22,8 @@ DEVICE = "device"
 SELF_CHECKING_DEVICE = "self-checking device"
 # Devices remembered per process: a few megabytes at most.
 RECENT_IDENTITIES = 10_000
+# Set in the environ of a request whose caller came from memory, unchecked yet.
+_FROM_MEMORY = "fxchat.identity_from_memory"
 
 
 def bearer_token(request) -> str | None:
@@ -93,6 +96,7 @@ class BearerTokenSecurityPolicy:
         if device is None:
             return self._load_identity(request)
         request.environ["fxchat.device_id"] = device.device_id
+        request.environ[_FROM_MEMORY] = True
         return device
 
     def authenticated_userid(self, request):
@@ -117,6 +121,29 @@ class BearerTokenSecurityPolicy:
 
     def forget(self, request, **kw):
         return []
+
+
+def refuse_if_no_longer_authenticated(request) -> None:
+    """401 if the caller came from memory and its token no longer works.
+
+    A request whose caller came from memory checks the token in its own
+    transaction; one refused before it gets there (an invalid body, a rate
+    limit) is checked here instead, so that a revoked token gets 401 whatever
+    else is wrong with the request (PROTOCOL.md §3). Costs a lookup only then.
+    """
+    if not request.environ.pop(_FROM_MEMORY, False):
+        return
+    with pooled(request.registry["db_engine"]) as connection:
+        current = authenticate(connection, bearer_token(request) or "")
+    if current is None:
+        forget_recent_identity(request)
+        raise unauthorized()
+
+
+def refuse_if_no_longer_authenticated_validator(request, **kwargs) -> None:
+    """The send's last validator: when an earlier one refused the request."""
+    if request.errors:
+        refuse_if_no_longer_authenticated(request)
 
 
 def forget_recent_identity(request) -> None:

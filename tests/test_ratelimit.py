@@ -47,6 +47,16 @@ def assert_too_many(response):
     assert response.json["errors"][0]["name"] == "rate_limit"
 
 
+def test_a_revoked_device_over_its_rate_is_told_401(make_app, storage_url):
+    app = limited_app(make_app, storage_url, send="1/minute")
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    phone = alice.add_device()
+    phone.send_to(bob)  # the phone's one send this minute; it is remembered too
+    alice.delete(f"/v1/devices/{phone.device_id}")
+    refused = phone.post("/v1/messages", phone.envelope(bob), status=401)
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+
+
 def test_sends_are_limited_per_device(make_app, storage_url):
     app = limited_app(make_app, storage_url, send="3/minute")
     alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")

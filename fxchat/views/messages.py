@@ -9,7 +9,12 @@ from ..rendering import json_response
 from ..schemas.messages import AckSchema, FetchSchema, SendSchema
 from ..schemas.responses import AckBody, PageBody, ReceiptsBody, SentBody, responses
 from ..schemas.types import IDEMPOTENCY_KEY, OPAQUE_ID
-from ..security import DEVICE, SELF_CHECKING_DEVICE, forget_recent_identity
+from ..security import (
+    DEVICE,
+    SELF_CHECKING_DEVICE,
+    forget_recent_identity,
+    refuse_if_no_longer_authenticated_validator,
+)
 from ..services import inbox, receipts, sending
 from . import validation
 
@@ -53,7 +58,12 @@ def idempotency_key(request, **kwargs):
     schema=SendSchema(),
     # The send checks the sender's token again in its own transaction.
     permission=SELF_CHECKING_DEVICE,
-    validators=(rate_limited("send"), idempotency_key, validation.body),
+    validators=(
+        rate_limited("send"),
+        idempotency_key,
+        validation.body,
+        refuse_if_no_longer_authenticated_validator,
+    ),
     response_schemas=responses(
         201, SentBody, "Stored for every listed device", (400, 401, 409, 413, 422)
     ),

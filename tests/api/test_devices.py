@@ -191,6 +191,16 @@ def test_a_revoked_device_cannot_send_where_it_was_authenticated_recently(alice,
     assert [m["sender"]["device_id"] for m in bob.inbox()] == [phone.device_id]
 
 
+def test_a_revoked_device_recently_authenticated_is_401_even_with_a_bad_body(alice, bob):
+    phone = alice.add_device()
+    phone.send_to(bob)  # remembered
+    alice.delete(f"/v1/devices/{phone.device_id}")
+    refused = phone.post("/v1/messages", {"suite": "fxchat-1"}, status=401)
+    assert refused.json == error_body("header", "Authorization")
+    # A device still valid gets the 400 its body deserves.
+    alice.post("/v1/messages", {"suite": "fxchat-1"}, status=400)
+
+
 def test_a_device_may_delete_itself(alice):
     phone = alice.add_device()
     phone.delete(f"/v1/devices/{phone.device_id}", status=204)
