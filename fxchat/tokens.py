@@ -37,5 +37,13 @@ def looks_like_token(token: str) -> bool:
 
 
 def new_id() -> str:
-    """A server-chosen id for a device or a message: 128 random bits."""
-    return secrets.token_urlsafe(16)
+    """A server-chosen id for a device or a message: 128 random bits.
+
+    Never with a leading ``-``, which command lines (the ``fxchat`` CLI's
+    ``receipts ID`` and ``delete-device ID`` among them) take for an option:
+    one id in 64 would otherwise be one that a user cannot type.
+    """
+    while True:
+        made = secrets.token_urlsafe(16)
+        if not made.startswith("-"):
+            return made
