@@ -137,7 +137,7 @@ def run(
         "schema": 1,
         "plan": plan.as_json(),
         "started_at": stamp,
-        "machine": machine.describe(),
+        "machine": {**machine.describe(), "disk_sync_ms": machine.disk_sync_ms(raw)},
         # What code was measured: the commit, and fxchat files changed since.
         "code": machine.code_version(ROOT),
         "worker_model": {**model.as_json(), "description": model.describe()},

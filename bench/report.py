@@ -44,6 +44,18 @@ def machine_line(results: dict) -> str:
     )
 
 
+def _disk_sync_sentence(m: dict) -> str:
+    sync = m.get("disk_sync_ms")
+    if not sync:
+        return ""
+    return (
+        f" The disk syncs a 4 KiB append (write and ``fdatasync``, as a commit does) in "
+        f"{sync['p50']:.2f} ms at the median and {sync['p99']:.2f} ms at p99 "
+        f"({sync['count']} tries when the run started): every figure that commits "
+        f"depends on it."
+    )
+
+
 # -- plots --------------------------------------------------------------------
 
 
@@ -228,9 +240,28 @@ REQUEST_PATH_CHANGES = (
 )
 
 
+# Dated: the run that this page shows came from a slower machine than the
+# page before it, and what was measured to tell the machine from the code.
+MACHINE_CHANGE = (
+    "**This machine is slower for the sends than that of the page before** (commit "
+    "591ac31, 2026-12-03 10:28 UTC, the same CPU model, kernel and versions: 1,171 and "
+    "1,029 msg/s at concurrency 8 on SQLite and PostgreSQL, 4,540 and 3,546 copies/s to 4 "
+    "devices, the SQLite purge in 52.7 s, drains of 12,594 and 11,364 msg/s). To tell the "
+    "machine from the code, the send figures alone on SQLite were run just after this run, "
+    "alternating the code of commit 591ac31 and this run's, twice each: 591ac31 gave 759, "
+    "793, 763 and 597, 644, 527 msg/s at concurrency 8; this code 678, 764, 712 and 741, "
+    "831, 881. The two are alike, and both well below the 1,171 of that page: the drop is "
+    "the machine's, though the bare view, which runs no SQL and writes nothing, is within "
+    "its usual spread (4,359 req/s at concurrency 8 here, 4,855 there). Runs of this code "
+    "14 minutes apart also differ: the run before this one gave 728 and 981 msg/s at "
+    "concurrency 8, 3,373 and 3,707 copies/s to 4 devices, drains of 11,623 and 11,198 "
+    "msg/s, the SQLite purge in 60.9 s, and a PostgreSQL purge p99 of 2.08x."
+)
+
+
 def explanations(results: dict) -> str:
     """What limits each figure, with the numbers of this run."""
-    out = [REQUEST_PATH_CHANGES]
+    out = [REQUEST_PATH_CHANGES, MACHINE_CHANGE]
     bare8 = _point(results["baseline"]["points"], 8)
     bare_ms = _worker_ms(bare8, 200)
     cores = results["machine"]["cpu_count"]
@@ -532,8 +563,14 @@ def _other_explanations(results: dict) -> str:
                     "time. A checkpoint after every batch instead of every third did not "
                     "help (p99 31 ms for 300,000 copies), nor 3 ms batches (p99 17 ms, the "
                     "purge 2.3 times slower), nor syncing the purge's own commits in its "
-                    "rests (p99 35 ms for 1M). No pace meets both targets on SQLite with "
-                    "``synchronous = full`` while commits checkpoint: the sends' p99 "
+                    "rests (p99 35 ms for 1M). Nor, on 2026-12-03, a read snapshot that "
+                    "the purge held from each batch to its own next checkpoint, so that the "
+                    "sends' checkpoints could copy none of its pages: in one run of this "
+                    "scenario alone each way, p99 25 ms with it against 30 ms without, but "
+                    "SQLite then never found the log wholly copied with no reader in it, "
+                    "never started it over, and it grew to 5.5 GB. No pace meets both "
+                    "targets on SQLite with ``synchronous = full`` while commits "
+                    "checkpoint: the sends' p99 "
                     "without a purge is a few milliseconds, less than one batch and its "
                     "commit."
                     if kind == "sqlite"
@@ -545,12 +582,19 @@ def _other_explanations(results: dict) -> str:
                     "deletes and the sends' COMMITs, of 21 to 155 ms). Shorter batches "
                     "shrink that wait and cost the purge its speed (commit cbc4488: 80 ms "
                     "batches, 32 s at 8.4x the p99 of sends; 20 ms batches with a rest as "
-                    "long, 102 s at 2.8x). The ratio swings with the machine's moment: "
-                    "14.6x at commit 4dd6aab, 1.65x and 2.24x at commit ef6e107, 1.91x at "
-                    "commit b1e34de; on 2026-12-03, two runs of this scenario alone gave "
-                    "9.2x and 21.9x at commit f7ca555 and 7.2x and 28.5x at commit 591ac31 "
-                    "(the sends' p99 without a purge 4 to 11 ms, during it 56 to 134 ms): "
-                    "the code of this page changed nothing there."
+                    "long, 102 s at 2.8x). Until commit e830b8d the ratio swung from 1.65x "
+                    "to 28.5x between runs of the same code. Part of that was the "
+                    "measurement: PostgreSQL was still writing out the million bulk-loaded "
+                    "rows (its checkpoint) while the sends before the purge and the purge "
+                    "itself were measured (on 2026-12-03, three runs of this scenario alone "
+                    "without it: p99 without a purge 8.6, 24 and 44 ms). The load now ends "
+                    "with a ``CHECKPOINT``, as SQLite's ends with one. Six runs of this scenario "
+                    "alone on 2026-12-03 then gave 1.27x to 1.81x (p99 without a purge 6.5 "
+                    "to 10.6 ms, during it 11 to 16 ms); two of them with the purge's "
+                    "commits asynchronous (``synchronous_commit = off``: a crash could only "
+                    "undo some of the purge, which the next one redoes) gave 1.36x and "
+                    "1.74x, no better than the others, so the purge commits as every "
+                    "transaction does."
                 )
             )
     crypto = results.get("crypto")
@@ -644,7 +688,7 @@ def render(results: dict, *, profile_plot: bool) -> str:
         f"Measured on **{machine}**, on {_date(results['started_at'])}; every figure on "
         f"this page is from this machine and this run. Load average when the run "
         f"started: {', '.join(str(x) for x in m['loadavg_at_start'])}; the ``other`` CPU "
-        f"column of the raw results says how much else ran meanwhile.",
+        f"column of the raw results says how much else ran meanwhile." + _disk_sync_sentence(m),
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
         "",

@@ -365,7 +365,12 @@ def text_table(results: dict) -> str:
     lines.append(
         f"Machine: {m['cpu_count']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
         f"{m['distribution']}; {results['worker_model']['description']}; "
-        f"load average at start {m['loadavg_at_start']}."
+        f"load average at start {m['loadavg_at_start']}"
+        + (
+            f"; disk sync p50 / p99 {m['disk_sync_ms']['p50']} / {m['disk_sync_ms']['p99']} ms."
+            if m.get("disk_sync_ms")
+            else "."
+        )
     )
     return "\n".join(lines)
 

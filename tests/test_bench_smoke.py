@@ -63,6 +63,8 @@ def test_baseline_answers(smoke_results):
         _all_succeeded(point, 200)
     assert smoke_results["machine"]["cpu_count"] >= 1
     assert smoke_results["machine"]["versions"]["pyramid"]
+    sync = smoke_results["machine"]["disk_sync_ms"]
+    assert 0 < sync["p50"] <= sync["p99"], sync
 
 
 def _databases(smoke_results):
