@@ -133,9 +133,7 @@ def refuse_if_no_longer_authenticated(request) -> None:
     """
     if not request.environ.pop(_FROM_MEMORY, False):
         return
-    with pooled(request.registry["db_engine"]) as connection:
-        current = authenticate(connection, bearer_token(request) or "")
-    if current is None:
+    if request.registry.getUtility(ISecurityPolicy)._load_identity(request) is None:
         forget_recent_identity(request)
         raise unauthorized()
 

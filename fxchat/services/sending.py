@@ -15,12 +15,11 @@ from .retention import expire_copies
 from .storing import Found
 
 
-class UnknownSender(ServiceError):
-    """The sender's token no longer names it: the device was revoked meanwhile."""
+class UnknownSender(Exception):
+    """The sender's token no longer names it: the device was revoked meanwhile.
 
-    status = 401
-    name = "Authorization"
-    location = "header"
+    Not a ServiceError: the view answers it as any unknown token (401).
+    """
 
 
 class IdempotencyMismatch(ServiceError):
@@ -83,7 +82,7 @@ def send(
         outcome = storing.attempt_send(engine, attempt)
 
     if outcome.found is Found.UNKNOWN_SENDER:
-        raise UnknownSender("a valid bearer token is required")
+        raise UnknownSender()
     if outcome.found is Found.EARLIER and outcome.request_hash != fingerprint:
         raise IdempotencyMismatch("this Idempotency-Key was used for a different request")
     if outcome.found in (Found.STORED, Found.EARLIER):
