@@ -66,6 +66,7 @@ class Plan:
     purge_max_s: float
     crypto_s: float
     profile_s: float
+    in_process_sends: int  # timed in a loop without gunicorn, beside the served figures
     sqlite_normal_variant: bool
 
     def as_json(self) -> dict:
@@ -92,6 +93,7 @@ FULL = Plan(
     purge_max_s=150,
     crypto_s=2.0,
     profile_s=8,
+    in_process_sends=1000,
     sqlite_normal_variant=True,
 )
 SMOKE = Plan(
@@ -114,6 +116,7 @@ SMOKE = Plan(
     purge_max_s=60,
     crypto_s=0.05,
     profile_s=0,
+    in_process_sends=5,
     sqlite_normal_variant=False,
 )
 

@@ -3,18 +3,24 @@
 ``py-spy record --subprocesses`` samples every worker of the running server
 while wrk sends; each sample is given to one layer of the stack (the
 innermost frame that belongs to a known layer), so the report can say what
-share of the server's CPU each layer takes. Separately, the SQL statements
-of a few sends are counted in-process, the same code behind WebTest.
+share of the server's CPU each layer takes. Separately, in-process (the same
+code behind WebTest), the SQL statements of a few sends are counted and the
+request thread's CPU per send is timed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+
+from . import requestcpu
 
 # (layer, pattern on "function (file:line)"), tried on each frame from the
 # innermost outwards; the first frame that matches decides the sample.
@@ -156,13 +162,13 @@ def _short(frame: str) -> str:
     return re.sub(r":\d+\)$", ")", frame)
 
 
-def count_statements(database_url: str, sends: int = 20) -> dict:
-    """SQL statements per send, counted in-process on the same code (WebTest)."""
+@contextlib.contextmanager
+def _in_process_sender(database_url: str):
+    """The app in this process (WebTest, no gunicorn) with a sender and a prepared
+    send: ``(engine, send)``, where ``send(key)`` makes one send."""
     import webtest
-    from sqlalchemy import event
 
-    from fxchat import main
-    from fxchat.models import prepared
+    from fxchat import crypto, main
 
     from .population import Device, send_body
     from .servers import BENCH_SETTINGS
@@ -170,19 +176,43 @@ def count_statements(database_url: str, sends: int = 20) -> dict:
     app = webtest.TestApp(main({}, **{"sqlalchemy.url": database_url, **BENCH_SETTINGS}))
     engine = app.app.registry["db_engine"]
     try:
-        from fxchat import crypto
+        prefix = secrets.token_hex(4)
 
         def register(user: str) -> Device:
             public_key = crypto.public_key_bytes(crypto.generate_private_key())
             created = app.post_json(
-                "/v1/accounts", {"user": user, "public_key": crypto.b64encode(public_key)}
+                "/v1/accounts",
+                {
+                    "user": f"{user}-{prefix}@bench.example",
+                    "public_key": crypto.b64encode(public_key),
+                },
             ).json
             return Device(created["user"], created["device_id"], created["token"], public_key)
 
-        sender, recipient = register("count-a@bench.example"), register("count-b@bench.example")
+        sender, recipient = register("in-process-a"), register("in-process-b")
         body = send_body([recipient])
         headers = {"Authorization": f"Bearer {sender.token}", "Content-Type": "application/json"}
+
+        def send(key: str) -> None:
+            app.post("/v1/messages", body, headers={**headers, "Idempotency-Key": key}, status=201)
+
+        # A first send, unmeasured: after it the server remembers the sender,
+        # as it does every device that keeps sending (fxchat.security).
+        send(f"{prefix}-first")
+        yield engine, send
+    finally:
+        engine.dispose()
+
+
+def count_statements(database_url: str, sends: int = 20) -> dict:
+    """SQL statements per send, counted in-process on the same code (WebTest)."""
+    from sqlalchemy import event
+
+    from fxchat.models import prepared
+
+    with _in_process_sender(database_url) as (engine, send):
         statements: Counter = Counter()
+        transactions: Counter = Counter()
 
         def count_sql(statement: str) -> None:
             if statement == "COMMIT":  # a send's own transaction (fxchat.models.sqlite)
@@ -193,21 +223,12 @@ def count_statements(database_url: str, sends: int = 20) -> dict:
         def count(conn, cursor, statement, parameters, context, executemany):
             count_sql(statement)
 
-        # A first send, uncounted: after it the server remembers the sender,
-        # as it does every device that keeps sending (fxchat.security).
-        app.post("/v1/messages", body, headers=headers, status=201)
         # Through SQLAlchemy, and straight to the driver (the hot path).
         event.listen(engine, "before_cursor_execute", count)
-        transactions = Counter()
         prepared.observers.append(count_sql)
         event.listen(engine, "commit", lambda conn: transactions.update(["commit"]))
         for i in range(sends):
-            app.post(
-                "/v1/messages",
-                body,
-                headers={**headers, "Idempotency-Key": f"count-{i}"},
-                status=201,
-            )
+            send(f"count-{i}")
         event.remove(engine, "before_cursor_execute", count)
         prepared.observers.remove(count_sql)
         return {
@@ -218,5 +239,38 @@ def count_statements(database_url: str, sends: int = 20) -> dict:
                 {"sql": sql, "per_send": round(n / sends, 2)} for sql, n in statements.most_common()
             ],
         }
-    finally:
-        engine.dispose()
+
+
+def in_process_cpu_ms(database_url: str, sends: int = 500) -> dict:
+    """A send's CPU in the request thread, the access log's ``cpu_ms``, with the
+    app called in a loop in this process: no gunicorn, no other process between
+    two sends. Beside the same figure from the served runs, it tells how much a
+    send's own code costs when nothing else competes for the caches."""
+    import logging
+
+    cpu: list[float] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            fields = getattr(record, "fields", {})
+            if fields.get("status") == 201:
+                cpu.append(fields["cpu_ms"])
+
+    access = logging.getLogger(requestcpu.ACCESS_LOGGER)
+    handler, level, propagate = Collect(), access.level, access.propagate
+    with _in_process_sender(database_url) as (_engine, send):
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+        try:
+            for i in range(sends):
+                send(f"cpu-{i}")
+        finally:
+            access.removeHandler(handler)
+            access.setLevel(level)
+            access.propagate = propagate
+    return {
+        "sends": len(cpu),
+        "mean": round(statistics.fmean(cpu), 3),
+        "p50": round(statistics.median(cpu), 3),
+    }

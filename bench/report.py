@@ -324,6 +324,11 @@ def explanations(results: dict) -> str:
                     )
                 )
                 lines.append("")
+            thread = _request_thread_sentence(
+                kind, db, c1, c8, bare_ms, results["worker_model"]["workers"]
+            )
+            if thread:
+                lines += [thread, ""]
             lines.append(
                 f"Each send runs {statements.get('statements_per_send', '?')} SQL statements "
                 f"and {statements.get('commits_per_send', '?')} commit of its own"
@@ -411,6 +416,50 @@ def explanations(results: dict) -> str:
         + _other_explanations(results)
     )
     return "\n\n".join(out)
+
+
+def _thread_ms(summary: dict | None) -> float | None:
+    """The mean CPU of a run's requests in their own thread (the access log's cpu_ms)."""
+    return ((summary or {}).get("request_thread_cpu_ms") or {}).get("mean")
+
+
+def _request_thread_sentence(
+    kind: str, db: dict, c1: dict, c8: dict, bare_ms: float | None, workers: int
+) -> str | None:
+    """Which part of a send's CPU is fxchat's own code, served and in-process."""
+    thread1, thread8 = _thread_ms(c1), _thread_ms(c8)
+    c8_ms = _worker_ms(c8, 201)
+    if not (thread1 and thread8 and c8_ms and bare_ms):
+        return None
+    noop = _thread_ms(db.get("noop"))
+    alone = db.get("profile", {}).get("in_process_cpu_ms", {}).get("mean")
+    database_ms = 1000 * c8["cpu"].get("postgresql_cores", 0) / _ok(c8, 201)
+    return (
+        f"**fxchat's own code, timed in the request thread** (the access log's "
+        f"``cpu_ms``: from the middleware's first line to its last, Pyramid, Cornice, the "
+        f"validation, the send's statements and commit, without waits): {thread8:.2f} ms "
+        f"per send at concurrency 8 and {thread1:.2f} ms at concurrency 1"
+        + (f"; the no-op endpoint's, {noop:.2f} ms" if noop else "")
+        + f". The other {max(c8_ms - thread8, 0):.2f} ms of the workers' {c8_ms:.2f} ms per "
+        f"send is gunicorn (HTTP parsing, its loop, the hand-off of each request between "
+        f"its threads) and the kernel's sockets, where a bare request costs "
+        f"{bare_ms:.2f} ms in all"
+        + (f", and PostgreSQL spends {database_ms:.2f} ms more" if kind == "postgresql" else "")
+        + f". fxchat's code alone thus costs {thread8 / bare_ms:.1f} bare requests per send, "
+        f"where the target allows {1 / 0.35:.1f} for everything."
+        + (
+            f" The same code called in a loop in one process, with nothing else between two "
+            f"sends (``bench.profiling.in_process_cpu_ms``), takes {alone:.2f} ms: served, "
+            f"a send costs its thread {thread1 / alone:.1f} times that at concurrency 1 and "
+            f"{thread8 / alone:.1f} times at concurrency 8, where {workers} workers"
+            f"{', wrk and the PostgreSQL backends' if kind == 'postgresql' else ' and wrk'} "
+            f"take turns on the cores. My reading is that each request starts with caches that the "
+            f"others have filled; this virtual machine gives no hardware counters "
+            f"(``perf stat`` counts no instructions or cache misses) to show it."
+            if alone
+            else ""
+        )
+    )
 
 
 def _sqlite_sync(db: dict, c1: dict | None, c8: dict, sync: str) -> str:
@@ -817,7 +866,10 @@ METHOD = """\
   ``exchange`` of the same ``cryptography`` build.
 * **CPU accounting**: every run records the CPU used by the server's
   processes, PostgreSQL's, wrk's and everything else on the machine, so a
-  run disturbed by other work can be told apart."""
+  run disturbed by other work can be told apart; and, from the access log's
+  ``cpu_ms``, the CPU each successful request took in its own worker thread
+  (fxchat's code, without gunicorn around it). The same figure is taken
+  in-process for 1,000 sends called in a loop (``bench.profiling``)."""
 
 REPRODUCE = """\
 On a machine with the project set up (``make install``) and PostgreSQL

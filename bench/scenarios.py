@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from fxchat.settings import Settings
 
-from . import bulkload, loadgen, machine, profiling, storage
+from . import bulkload, loadgen, machine, profiling, requestcpu, storage
 from .population import MESSAGE_BYTES, Device, Population, send_body, write_rows
 from .servers import ROOT, Database, Server, WorkerModel
 
@@ -57,6 +57,7 @@ class Measurements:
         path: str = "",
     ) -> dict:
         meter = machine.CpuMeter(self.server.process.pid)
+        log_start = requestcpu.log_offset(self.server.log)
         commits_before = self.server.group_commits()
         result = loadgen.run(
             f"{self.label}-{name}",
@@ -69,6 +70,9 @@ class Measurements:
         )
         summary = result.as_json()
         summary["cpu"] = meter.stop(result.wrk_cpu_s)
+        request_cpu = requestcpu.request_cpu_ms(self.server.log, log_start)
+        if request_cpu:
+            summary["request_thread_cpu_ms"] = request_cpu
         commits_after = self.server.group_commits()
         if commits_before and commits_after:
             # SQLite: how many commits each sync of the WAL covered.
@@ -171,6 +175,9 @@ class DatabaseRun:
                 if self.wants("profile"):
                     profile = self.profile(server, runs, send_rows) if plan.profile_s else {}
                     profile["statement_count"] = profiling.count_statements(database.url)
+                    profile["in_process_cpu_ms"] = profiling.in_process_cpu_ms(
+                        database.url, sends=plan.in_process_sends
+                    )
                     self.results["profile"] = profile
                 if self.wants("drain"):
                     drainers = [population.user("drainer")[0] for _ in range(plan.drain_devices)]

@@ -180,6 +180,10 @@ def figures(results: dict) -> list[tuple[str, dict[str, str]]]:
                 "bare view in the same rounds, c8: req/s; send / bare",
                 lambda db: _bare_beside(_point(db["send"]["points"], 8)),
             )
+            per_db(
+                "send c8, CPU ms per send: request thread / workers (+ PostgreSQL)",
+                lambda db: _cpu_split(_point(db["send"]["points"], 8)),
+            )
     if any(
         "group_commit" in point
         for db in dbs.values()
@@ -267,6 +271,16 @@ def _rounds_note(dbs: dict, concurrency: int) -> str:
 def _bare_beside(point: dict) -> str:
     rates = sorted(_ok_rate(run, 200) for run in point["bare_rounds"])
     return f"{rates[len(rates) // 2]:,.0f}; {point['ratio_to_bare']:.2f}"
+
+
+def _cpu_split(point: dict) -> str:
+    """fxchat's code in the request thread (the access log's cpu_ms), within the
+    workers' whole CPU per send, and PostgreSQL's beside it."""
+    rate = _ok_rate(point, 201)
+    thread = point["request_thread_cpu_ms"]["mean"]
+    workers = 1000 * point["cpu"]["server_cores"] / rate
+    database = 1000 * point["cpu"]["postgresql_cores"] / rate
+    return f"{thread:.2f} / {workers:.2f}" + (f" (+ {database:.2f})" if database >= 0.01 else "")
 
 
 def _runs(value) -> list[dict]:

@@ -9,13 +9,15 @@ the real runs.
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from bench import driver, profiling, report, summary
+from bench import driver, profiling, report, requestcpu, summary
 from bench.servers import BIN, WorkerModel
 
 pytestmark = pytest.mark.slow
@@ -139,6 +141,52 @@ def test_send_path_statements_are_counted(smoke_results):
             assert not any(
                 "users.user_id, devices.token_hash" in s["sql"] for s in count["statements"]
             )
+
+
+def test_request_threads_cpu_is_read_from_the_access_log(smoke_results):
+    for _kind, db in _databases(smoke_results):
+        for run in [*db["send"]["points"], db["noop"]]:
+            thread = run["request_thread_cpu_ms"]
+            assert thread["requests"] > 0
+            assert thread["p50"] > 0 and 0 < thread["mean"] < 1000
+        # The bare view's server has no access log: nothing to read there.
+        assert all(
+            "request_thread_cpu_ms" not in run for run in db["send"]["points"][0]["bare_rounds"]
+        )
+        alone = db["profile"]["in_process_cpu_ms"]
+        assert alone["sends"] == smoke_results["plan"]["in_process_sends"]
+        assert alone["mean"] > 0
+
+
+def test_request_cpu_reads_only_the_runs_successful_access_lines(tmp_path):
+    log = tmp_path / "server.log"
+    before = {"logger": "fxchat.access", "status": 201, "cpu_ms": 50.0}
+    log.write_text(json.dumps(before) + "\n")
+    since = requestcpu.log_offset(log)
+    lines = [
+        {"logger": "fxchat.access", "status": 201, "cpu_ms": 1.0},
+        {"logger": "fxchat.access", "status": 200, "cpu_ms": 3.0},
+        {"logger": "fxchat.access", "status": 400, "cpu_ms": 9.0},
+        {"logger": "fxchat.purger", "status": 200, "cpu_ms": 9.0},
+    ]
+    # The last line was still being written when the run ended.
+    log.write_text(log.read_text() + "".join(json.dumps(x) + "\n" for x in lines) + '{"logg')
+    assert requestcpu.request_cpu_ms(log, since) == {"requests": 2, "mean": 2.0, "p50": 2.0}
+    assert requestcpu.request_cpu_ms(tmp_path / "absent.log", 0) is None
+
+
+def test_report_splits_a_sends_cpu(smoke_results):
+    # The smoke run has no concurrency 8: its concurrency-1 points stand in.
+    results = copy.deepcopy(smoke_results)
+    bare = results["baseline"]["points"]
+    bare.append({**bare[0], "concurrency": 8})
+    for db in results["databases"].values():
+        c1 = db["send"]["points"][0]
+        db["send"]["points"].append({**c1, "concurrency": 8, "ratio_to_bare": 0.2})
+        assert " / " in summary._cpu_split(db["send"]["points"][-1])
+    text = report.explanations(results)
+    assert text.count("fxchat's own code, timed in the request thread") == len(results["databases"])
+    assert "bench.profiling.in_process_cpu_ms" in text
 
 
 def test_crypto_figures(smoke_results):

@@ -80,6 +80,8 @@ def test_a_full_scenario_logs_one_json_line_per_request_and_no_secret(live_serve
     for line in access:
         assert {"method", "route", "status", "duration_ms", "request_id"} <= line.keys()
         assert isinstance(line["duration_ms"], float | int)
+        # The request's own CPU in its thread: never more than its wall time.
+        assert 0 <= line["cpu_ms"] <= line["duration_ms"] + 0.01
     by_id = {line["request_id"]: line for line in access}
     assert by_id[request_ids[0]]["route"] == "/v1/accounts"
     assert by_id[request_ids[0]]["status"] == 201
