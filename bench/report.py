@@ -448,13 +448,14 @@ def _request_thread_sentence(
         + f". fxchat's code alone thus costs {thread8 / bare_ms:.1f} bare requests per send, "
         f"where the target allows {1 / 0.35:.1f} for everything."
         + (
-            f" The same code called in a loop in one process, with nothing else between two "
-            f"sends (``bench.profiling.in_process_cpu_ms``), takes {alone:.2f} ms: served, "
+            f" The same code called in a loop in one process, with no other process running "
+            f"between two sends (``bench.profiling.in_process_cpu_ms``), takes {alone:.2f} ms: "
+            f"served, "
             f"a send costs its thread {thread1 / alone:.1f} times that at concurrency 1 and "
             f"{thread8 / alone:.1f} times at concurrency 8, where {workers} workers"
             f"{', wrk and the PostgreSQL backends' if kind == 'postgresql' else ' and wrk'} "
-            f"take turns on the cores. My reading is that each request starts with caches that the "
-            f"others have filled; this virtual machine gives no hardware counters "
+            f"take turns on the cores. My reading is that each request starts with caches "
+            f"that the others have filled; this virtual machine gives no hardware counters "
             f"(``perf stat`` counts no instructions or cache misses) to show it."
             if alone
             else ""
