@@ -179,7 +179,7 @@ def _heading(text: str, char: str) -> str:
 
 def _missed_by(v) -> str:
     if v.met is None or v.measured is None:
-        return ""
+        return v.note
     target = float(v.target.split()[1].rstrip("x").replace(",", ""))
     if v.met:
         return ""
