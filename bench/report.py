@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .scenarios import FANOUT_GROUPS
 from .summary import DATABASE_NAMES, figures, verdicts
 
 CONCURRENCY_PNG = "performance-concurrency.png"
@@ -526,7 +527,9 @@ def _other_explanations(results: dict) -> str:
                 f"list. The body is stored once per message: ``bodies`` grew by "
                 f"{widest['bytes_grown']['bodies'] / max(1, widest['sends']):.0f} bytes per send "
                 f"at {max(fan)} devices and "
-                f"{fan[1]['bytes_grown']['bodies'] / max(1, fan[1]['sends']):.0f} at one."
+                f"{fan[1]['bytes_grown']['bodies'] / max(1, fan[1]['sends']):.0f} at one. "
+                f"Each level sends to {FANOUT_GROUPS} groups of its own in turn, at concurrency 1, "
+                f"so that no member's queue (10,000 copies by default) fills during the run."
             )
         drain = db.get("drain")
         if drain:

@@ -200,6 +200,15 @@ def test_no_purge_verdict_against_stalled_sends(smoke_results):
     assert "no verdict: p99 without a purge was 150 ms" in summary.text_table(results)
 
 
+def test_no_fanout_verdict_from_refused_sends(smoke_results):
+    results = copy.deepcopy(smoke_results)
+    for db in results["databases"].values():
+        widest = db["fanout"]["points"][-1]
+        widest["sends"] = widest["requests"] - 5  # refused: queues full
+    shown = [v for v in summary.verdicts(results) if v.figure.startswith("fan-out: bytes")]
+    assert shown and all(v.met is None and "5 of" in v.note for v in shown)
+
+
 def test_crypto_figures(smoke_results):
     crypto = smoke_results["crypto"]
     assert crypto["encrypt_1_device_per_s"] > crypto["encrypt_100_devices_per_s"] > 0
