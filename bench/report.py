@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .scenarios import FANOUT_GROUPS
-from .summary import DATABASE_NAMES, figures, verdicts
+from .summary import (
+    DATABASE_NAMES,
+    cpu_ms_per_request,
+    figures,
+    ok_rate,
+    thread_cpu_ms,
+    verdicts,
+)
 
 CONCURRENCY_PNG = "performance-concurrency.png"
 PROFILE_PNG = "performance-profile.png"
@@ -199,12 +206,10 @@ def _point(points, concurrency):
 
 def _cpu_ms(summary: dict, status: int) -> str:
     """Server (and PostgreSQL) CPU milliseconds per successful request."""
-    rate = summary["statuses"].get(str(status), 0) / summary["duration_s"]
-    cpu = summary.get("cpu", {})
-    if not rate or not cpu:
+    server = cpu_ms_per_request(summary, status)
+    if server is None:
         return "?"
-    server = 1000 * cpu.get("server_cores", 0) / rate
-    database = 1000 * cpu.get("postgresql_cores", 0) / rate
+    database = cpu_ms_per_request(summary, status, "postgresql_cores") or 0.0
     return f"{server:.2f} ms in the workers" + (
         f" + {database:.2f} ms in PostgreSQL" if database >= 0.05 else ""
     )
@@ -212,11 +217,7 @@ def _cpu_ms(summary: dict, status: int) -> str:
 
 def _worker_ms(summary: dict | None, status: int) -> float | None:
     """Milliseconds of the workers' CPU per successful request."""
-    if not summary:
-        return None
-    rate = summary["statuses"].get(str(status), 0) / summary["duration_s"]
-    cores = summary.get("cpu", {}).get("server_cores")
-    return 1000 * cores / rate if rate and cores else None
+    return cpu_ms_per_request(summary, status) or None
 
 
 def _ms(value: float | None) -> str:
@@ -423,22 +424,17 @@ def explanations(results: dict) -> str:
     return "\n\n".join(out)
 
 
-def _thread_ms(summary: dict | None) -> float | None:
-    """The mean CPU of a run's requests in their own thread (the access log's cpu_ms)."""
-    return ((summary or {}).get("request_thread_cpu_ms") or {}).get("mean")
-
-
 def _request_thread_sentence(
     kind: str, db: dict, c1: dict, c8: dict, bare_ms: float | None, workers: int
 ) -> str | None:
     """Which part of a send's CPU is fxchat's own code, served and in-process."""
-    thread1, thread8 = _thread_ms(c1), _thread_ms(c8)
+    thread1, thread8 = thread_cpu_ms(c1), thread_cpu_ms(c8)
     c8_ms = _worker_ms(c8, 201)
     if not (thread1 and thread8 and c8_ms and bare_ms):
         return None
-    noop = _thread_ms(db.get("noop"))
+    noop = thread_cpu_ms(db.get("noop"))
     alone = db.get("profile", {}).get("in_process_cpu_ms", {}).get("mean")
-    database_ms = 1000 * c8["cpu"].get("postgresql_cores", 0) / _ok(c8, 201)
+    database_ms = cpu_ms_per_request(c8, 201, "postgresql_cores") or 0.0
     return (
         f"**fxchat's own code, timed in the request thread** (the access log's "
         f"``cpu_ms``: from the middleware's first line to its last, Pyramid, Cornice, the "
@@ -496,10 +492,10 @@ def _sqlite_sync(db: dict, c1: dict | None, c8: dict, sync: str) -> str:
         if n1 and n8:
             text += (
                 f" The same sends with ``sqlite_synchronous = normal``, which never waits for "
-                f"the disk (same run, fresh database): {_ok(n1, 201):,.0f} msg/s at "
-                f"concurrency 1 instead of {_ok(c1, 201):,.0f}, and {_ok(n8, 201):,.0f} at "
-                f"concurrency 8 instead of {_ok(c8, 201):,.0f} "
-                f"({_ok(n8, 201) / max(_ok(c8, 201), 1):.2f}x), with "
+                f"the disk (same run, fresh database): {ok_rate(n1, 201):,.0f} msg/s at "
+                f"concurrency 1 instead of {ok_rate(c1, 201):,.0f}, and {ok_rate(n8, 201):,.0f} at "
+                f"concurrency 8 instead of {ok_rate(c8, 201):,.0f} "
+                f"({ok_rate(n8, 201) / max(ok_rate(c8, 201), 1):.2f}x), with "
                 f"{_ms(_worker_ms(n8, 201))} of the workers' CPU per send at concurrency 8 "
                 f"against {_ms(_worker_ms(c8, 201))}. ``normal`` keeps every acknowledged "
                 f"message through a crash of the server process, but not through a power "
@@ -513,10 +509,6 @@ def _sqlite_sync(db: dict, c1: dict | None, c8: dict, sync: str) -> str:
         "removes is the cap of one commit per sync that a slower disk (network storage, "
         "1 to 5 ms a sync) would put on all the writers together."
     )
-
-
-def _ok(summary: dict, status: int) -> float:
-    return summary["statuses"].get(str(status), 0) / summary["duration_s"]
 
 
 def _other_explanations(results: dict) -> str:

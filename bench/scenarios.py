@@ -22,6 +22,7 @@ from fxchat.settings import Settings
 from . import bulkload, loadgen, machine, profiling, requestcpu, storage
 from .population import MESSAGE_BYTES, Device, Population, send_body, write_rows
 from .servers import ROOT, Database, Server, WorkerModel
+from .summary import ok_rate
 
 if TYPE_CHECKING:
     from .driver import Plan
@@ -87,10 +88,6 @@ class Measurements:
             f"statuses {summary['statuses']}, cpu {summary['cpu']}"
         )
         return summary
-
-
-def _ok(summary: dict, status: int) -> float:
-    return summary["statuses"].get(str(status), 0) / summary["duration_s"]
 
 
 # -- the bare baseline --------------------------------------------------------
@@ -228,7 +225,7 @@ class DatabaseRun:
         ]
         rows = write_rows(self.raw / "send-4.tsv", [(s.token, send_body(r)) for s, r in four])
         point = self.rounds(runs, bare, "send4-c8", rows, 8)
-        point["device_copies_per_s"] = round(4 * _ok(point, 201), 1)
+        point["device_copies_per_s"] = round(4 * ok_rate(point, 201), 1)
         return point
 
     def rounds(
@@ -258,10 +255,10 @@ class DatabaseRun:
                 )
             )
         ratios = [
-            _ok(send, 201) / max(_ok(other, 200), 1e-9)
+            ok_rate(send, 201) / max(ok_rate(other, 200), 1e-9)
             for send, other in zip(rounds, bare_rounds, strict=True)
         ]
-        middle = sorted(range(len(rounds)), key=lambda i: _ok(rounds[i], 201))[len(rounds) // 2]
+        middle = sorted(range(len(rounds)), key=lambda i: ok_rate(rounds[i], 201))[len(rounds) // 2]
         return {
             **rounds[middle],
             "rounds": rounds,

@@ -38,8 +38,24 @@ def _point(points: list[dict], concurrency: int) -> dict | None:
     return next((p for p in points if p["concurrency"] == concurrency), None)
 
 
-def _ok_rate(summary: dict, status: int) -> float:
-    return summary["statuses"].get(str(status), 0) / summary["duration_s"]
+def ok_rate(run: dict, status: int) -> float:
+    """Successful requests (answered ``status``) per second of a wrk run."""
+    return run["statuses"].get(str(status), 0) / run["duration_s"]
+
+
+def cpu_ms_per_request(run: dict | None, status: int, who: str = "server_cores") -> float | None:
+    """Milliseconds of CPU that ``who`` (the workers, or ``postgresql_cores``)
+    spent per successful request of a wrk run; None if not measured."""
+    if not run:
+        return None
+    rate = ok_rate(run, status)
+    cores = run.get("cpu", {}).get(who)
+    return 1000 * cores / rate if rate and cores is not None else None
+
+
+def thread_cpu_ms(run: dict | None) -> float | None:
+    """The mean CPU of a run's requests in their own thread (the access log's cpu_ms)."""
+    return ((run or {}).get("request_thread_cpu_ms") or {}).get("mean")
 
 
 def verdicts(results: dict) -> list[Verdict]:
@@ -54,7 +70,7 @@ def verdicts(results: dict) -> list[Verdict]:
         send = db.get("send", {}).get("points", [])
         c8, c1 = _point(send, 8), _point(send, 1)
         if c8:
-            rate = _ok_rate(c8, 201)
+            rate = ok_rate(c8, 201)
             add("send, concurrency 8", rate, "msg/s", ">= 1,000 msg/s", rate >= 1000)
             # Measured in alternation with the bare view where the run did so.
             ratio = c8.get("ratio_to_bare")
@@ -306,17 +322,16 @@ def _rounds_note(dbs: dict, concurrency: int) -> str:
 
 
 def _bare_beside(point: dict) -> str:
-    rates = sorted(_ok_rate(run, 200) for run in point["bare_rounds"])
+    rates = sorted(ok_rate(run, 200) for run in point["bare_rounds"])
     return f"{rates[len(rates) // 2]:,.0f}; {point['ratio_to_bare']:.2f}"
 
 
 def _cpu_split(point: dict) -> str:
     """fxchat's code in the request thread (the access log's cpu_ms), within the
     workers' whole CPU per send, and PostgreSQL's beside it."""
-    rate = _ok_rate(point, 201)
-    thread = point["request_thread_cpu_ms"]["mean"]
-    workers = 1000 * point["cpu"]["server_cores"] / rate
-    database = 1000 * point["cpu"]["postgresql_cores"] / rate
+    thread = thread_cpu_ms(point)
+    workers = cpu_ms_per_request(point, 201)
+    database = cpu_ms_per_request(point, 201, "postgresql_cores")
     return f"{thread:.2f} / {workers:.2f}" + (f" (+ {database:.2f})" if database >= 0.01 else "")
 
 
@@ -370,7 +385,7 @@ def _rate_latency(point: dict | None, status: int) -> str:
     if point is None:
         return "-"
     return (
-        f"{_ok_rate(point, status):,.0f} ({point['latency_ms']['p50']:.1f} / "
+        f"{ok_rate(point, status):,.0f} ({point['latency_ms']['p50']:.1f} / "
         f"{point['latency_ms']['p99']:.1f})"
     )
 
