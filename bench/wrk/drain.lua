@@ -1,10 +1,12 @@
 -- Devices drain their queues, one after the other: fetch a page, acknowledge
 -- all of it (with a mac_key each, as the reference client does), until a
 -- fetch comes back empty; then the next device, and after the last one the
--- run stops, so its duration is the drain time. One thread, one connection.
+-- run stops. The drain times itself, from its first request to the empty
+-- fetch that ends it ("drain_us"), so that the rate never depends on when
+-- wrk's main thread notices the stop. One thread, one connection.
 local common = require "common"
 
-local rows, current, limit, ack_body
+local rows, current, limit, ack_body, started_us
 -- A fixed, well-formed mac_key (32 bytes, base64url): the server only stores it.
 local MAC_KEY = "bWFjLWtleS1ieXRlcy0wMTIzNDU2Nzg5YWJjZGVmMDE"
 
@@ -18,6 +20,7 @@ function init(args)
 end
 
 function request()
+  started_us = started_us or common.now_us()
   local auth = "Bearer " .. rows[current][1]
   if ack_body then
     local body = ack_body
@@ -51,6 +54,7 @@ function response(status, headers, body)
   if #acks == 0 then
     current = current + 1
     if current > #rows then
+      common.add("drain_us", common.now_us() - started_us)
       common.stop_run()
     end
     return
