@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .scenarios import FANOUT_GROUPS
 from .summary import (
     DATABASE_NAMES,
     cpu_ms_per_request,
@@ -529,8 +528,10 @@ def _other_explanations(results: dict) -> str:
                 f"{widest['bytes_grown']['bodies'] / max(1, widest['sends']):.0f} bytes per send "
                 f"at {max(fan)} devices and "
                 f"{fan[1]['bytes_grown']['bodies'] / max(1, fan[1]['sends']):.0f} at one. "
-                f"Each level sends to {FANOUT_GROUPS} groups of its own in turn, at concurrency 1, "
-                f"so that no member's queue (10,000 copies by default) fills during the run."
+                f"Recipients at each level, as the run records them: "
+                f"{db['fanout']['recipients']}. Taking groups in turn keeps every member's queue "
+                f"(10,000 copies by default) from filling during the run; sends go at "
+                f"concurrency 1."
             )
         drain = db.get("drain")
         if drain:
