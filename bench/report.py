@@ -886,7 +886,7 @@ answering on 127.0.0.1:5432 (user ``postgres``, trust; or set
 ``FXCHAT_BENCH_POSTGRESQL`` to a server URL)::
 
     make bench          # installs wrk and bench/requirements.txt if needed,
-                        # runs everything (about 13 minutes), prints the table,
+                        # runs everything (12 to 14 minutes), prints the table,
                         # writes bench/results/latest.json
     make bench-report   # this page and its plots, from bench/results/latest.json
 
