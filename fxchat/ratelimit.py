@@ -14,10 +14,8 @@ import time
 import limits
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
-from pyramid.httpexceptions import HTTPTooManyRequests
 
 from .errors import service_unavailable, too_many_requests
-from .security import refuse_if_no_longer_authenticated
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +64,7 @@ def rate_limited(rate_class: str):
             identity = request.client_address
         else:
             identity = request.identity.device_id
-        try:
-            request.registry["fxchat.ratelimits"].check(rate_class, identity)
-        except HTTPTooManyRequests:
-            # A revoked token is told 401, not to wait.
-            refuse_if_no_longer_authenticated(request)
-            raise
+        request.registry["fxchat.ratelimits"].check(rate_class, identity)
 
     validator.__name__ = f"rate_limited_{rate_class}"
     return validator

@@ -7,6 +7,7 @@ import threading
 from pyramid.interfaces import ISecurityPolicy
 from pyramid.request import RequestLocalCache
 from pyramid.security import Allowed, Denied
+from pyramid.tweens import EXCVIEW
 
 from .errors import unauthorized
 from .models.prepared import pooled
@@ -123,25 +124,36 @@ class BearerTokenSecurityPolicy:
         return []
 
 
-def refuse_if_no_longer_authenticated(request) -> None:
-    """401 if the caller came from memory and its token no longer works.
+def token_checked(request) -> None:
+    """The request's own transaction has checked its token: no re-check needed."""
+    request.environ.pop(_FROM_MEMORY, None)
 
-    A request whose caller came from memory checks the token in its own
-    transaction; one refused before it gets there (an invalid body, a rate
-    limit) is checked here instead, so that a revoked token gets 401 whatever
-    else is wrong with the request (PROTOCOL.md §3). Costs a lookup only then.
+
+def refused_requests_recheck_tween_factory(handler, registry):
+    """401 for a refused request whose caller came from memory and whose token no longer works.
+
+    Such a request checks the token in its own transaction (a send:
+    fxchat.services.storing); one refused before it gets there, for any
+    reason (an invalid body or header, its rate, an unavailable rate limiter),
+    is checked here instead, so that a revoked token gets 401 whatever else is
+    wrong with the request (PROTOCOL.md §3). Costs a lookup only then.
     """
-    if not request.environ.pop(_FROM_MEMORY, False):
-        return
-    if request.registry.getUtility(ISecurityPolicy)._load_identity(request) is None:
-        forget_recent_identity(request)
-        raise unauthorized()
 
+    policy = registry.getUtility(ISecurityPolicy)
 
-def refuse_if_no_longer_authenticated_validator(request, **kwargs) -> None:
-    """The send's last validator: when an earlier one refused the request."""
-    if request.errors:
-        refuse_if_no_longer_authenticated(request)
+    def refused_requests_recheck_tween(request):
+        response = handler(request)
+        if (
+            request.environ.pop(_FROM_MEMORY, False)
+            and response.status_code >= 400
+            and response.status_code != 401
+            and policy._load_identity(request) is None
+        ):
+            forget_recent_identity(request)
+            return unauthorized()
+        return response
+
+    return refused_requests_recheck_tween
 
 
 def forget_recent_identity(request) -> None:
@@ -167,3 +179,11 @@ def client_address(request) -> str:
 def includeme(config) -> None:
     config.set_security_policy(BearerTokenSecurityPolicy())
     config.add_request_method(client_address, reify=True)
+    # Outside the exception views, to see every refusal as a response; inside
+    # pyramid_tm and the database errors' tween, which answer a lookup that
+    # fails with 503.
+    config.add_tween(
+        "fxchat.security.refused_requests_recheck_tween_factory",
+        over=EXCVIEW,
+        under="pyramid_tm.tm_tween_factory",
+    )

@@ -182,3 +182,21 @@ def test_a_retried_request_counts_once(make_app, storage_url, monkeypatch):
     # Counted once: one more send is still within 2/minute.
     alice.send_to(bob)
     assert_too_many(alice.post("/v1/messages", alice.envelope(bob), status=429))
+
+
+def test_a_revoked_device_is_told_401_while_the_rate_limiter_is_down(make_app, monkeypatch):
+    app = limited_app(make_app, "memory://")
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    phone = alice.add_device()
+    phone.send_to(bob)  # remembered by this process
+    alice.delete(f"/v1/devices/{phone.device_id}")
+
+    def unavailable(*args, **kwargs):
+        raise ConnectionError("rate limit storage down")
+
+    limits = app.app.registry["fxchat.ratelimits"]
+    monkeypatch.setattr(limits.limiter, "hit", unavailable)
+    refused = phone.post("/v1/messages", phone.envelope(bob), status=401)
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    # A device whose token works is told to come back later.
+    alice.post("/v1/messages", alice.envelope(bob), status=503)

@@ -43,3 +43,13 @@ def test_a_send_takes_a_recent_identity_and_other_requests_look_the_token_up(ali
     # Once remembered, a send checks the token in its own transaction instead
     # (fxchat.services.storing); other requests look it up every time.
     assert (token_lookups(first), token_lookups(again), token_lookups(fetch)) == (1, 0, 1)
+
+
+def test_a_send_refused_by_its_own_transaction_needs_no_second_lookup(alice, bob):
+    alice.send_to(bob)  # remembered from now on
+    bob_laptop = bob.add_device()
+    # Listed without Bob's new device: the send's own transaction checks the
+    # token and the device set, and answers 409; the token is not looked up again.
+    refused = statements_of(lambda: alice.post("/v1/messages", alice.envelope(bob), status=409))
+    assert token_lookups(refused) == 0
+    alice.send_to(bob, bob_laptop)
