@@ -14,7 +14,6 @@ import contextlib
 import re
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -269,8 +268,4 @@ def in_process_cpu_ms(database_url: str, sends: int = 500) -> dict:
             access.removeHandler(handler)
             access.setLevel(level)
             access.propagate = propagate
-    return {
-        "sends": len(cpu),
-        "mean": round(statistics.fmean(cpu), 3),
-        "p50": round(statistics.median(cpu), 3),
-    }
+    return {"sends": len(cpu), **requestcpu.summarize(cpu)}

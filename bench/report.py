@@ -455,24 +455,33 @@ def _request_thread_sentence(
         + (f", and PostgreSQL spends {database_ms:.2f} ms more" if kind == "postgresql" else "")
         + f". fxchat's code alone thus costs {thread8 / bare_ms:.1f} bare requests per send, "
         f"where the target allows {1 / 0.35:.1f} for everything."
-        + (
-            f" The same code called in a loop in one process, with no other process running "
-            f"between two sends (``bench.profiling.in_process_cpu_ms``), took {alone:.2f} ms, "
-            f"more than served at concurrency 1: the machine was slower while the loop ran, "
-            f"and this run allows no comparison of the two."
-            if alone and alone > thread1
-            else f" The same code called in a loop in one process, with no other process "
-            f"running between two sends (``bench.profiling.in_process_cpu_ms``), takes "
-            f"{alone:.2f} ms: served, "
-            f"a send costs its thread {thread1 / alone:.1f} times that at concurrency 1 and "
-            f"{thread8 / alone:.1f} times at concurrency 8, where {workers} workers"
-            f"{', wrk and the PostgreSQL backends' if kind == 'postgresql' else ' and wrk'} "
-            f"take turns on the cores. My reading is that each request starts with caches "
-            f"that the others have filled; this virtual machine gives no hardware counters "
-            f"(``perf stat`` counts no instructions or cache misses) to show it."
-            if alone
-            else ""
+        + _in_process_comparison(kind, alone, thread1, thread8, workers)
+    )
+
+
+def _in_process_comparison(
+    kind: str, alone: float | None, thread1: float, thread8: float, workers: int
+) -> str:
+    """The served request thread's CPU beside the same sends in a loop in-process."""
+    if not alone:
+        return ""
+    loop = (
+        " The same code called in a loop in one process, with no other process running "
+        "between two sends (``bench.profiling.in_process_cpu_ms``), "
+    )
+    if alone > thread1:
+        return (
+            f"{loop}took {alone:.2f} ms, more than served at concurrency 1: the machine was "
+            f"slower while the loop ran, and this run allows no comparison of the two."
         )
+    others = ", wrk and the PostgreSQL backends" if kind == "postgresql" else " and wrk"
+    return (
+        f"{loop}takes {alone:.2f} ms: served, a send costs its thread "
+        f"{thread1 / alone:.1f} times that at concurrency 1 and {thread8 / alone:.1f} times "
+        f"at concurrency 8, where {workers} workers{others} take turns on the cores. My "
+        f"reading is that each request starts with caches that the others have filled; this "
+        f"virtual machine gives no hardware counters (``perf stat`` counts no instructions "
+        f"or cache misses) to show it."
     )
 
 

@@ -48,8 +48,12 @@ def request_cpu_ms(log: Path, since: int) -> dict | None:
             cpu.append(record["cpu_ms"])
     if not cpu:
         return None
+    return {"requests": len(cpu), **summarize(cpu)}
+
+
+def summarize(cpu_ms: list[float]) -> dict:
+    """Mean and median of CPU samples in milliseconds, as the results give them."""
     return {
-        "requests": len(cpu),
-        "mean": round(statistics.fmean(cpu), 3),
-        "p50": round(statistics.median(cpu), 3),
+        "mean": round(statistics.fmean(cpu_ms), 3),
+        "p50": round(statistics.median(cpu_ms), 3),
     }

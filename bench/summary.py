@@ -423,10 +423,11 @@ def text_table(results: dict) -> str:
     lines = [_format_rows([headers, *body])]
     lines.append("")
     verdict_rows = [["target", "database", "measured", "target", "verdict"]]
-    for v in verdicts(results):
+    judged = verdicts(results)
+    for v in judged:
         verdict_rows.append([v.figure, v.database, v.shown, v.target, v.status])
     lines.append(_format_rows(verdict_rows))
-    lines += [f"{v.figure} ({v.database}): {v.note}" for v in verdicts(results) if v.note]
+    lines += [f"{v.figure} ({v.database}): {v.note}" for v in judged if v.note]
     m = results["machine"]
     lines.append("")
     lines.append(
