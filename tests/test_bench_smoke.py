@@ -107,9 +107,11 @@ def test_drain_empties_every_queue(smoke_results):
         assert drain["complete"], drain["counters"]
         assert drain["acked"] == drain["loaded"]["copies"]
         # The script stopped the run (wrk's bound is 120 s), and the rate is
-        # over the drain's own time, which is within wrk's.
+        # over the drain's own time, which lies within wrk's: wrk reads its
+        # clock just after starting its threads, so the first request may
+        # come a moment before it (hence the 10 ms).
         assert drain["duration_s"] < 60
-        assert 0 < drain["drain_s"] <= drain["duration_s"]
+        assert 0 < drain["drain_s"] <= drain["duration_s"] + 0.01
         drain_s = drain["counters"]["drain_us"] / 1e6
         assert drain["messages_per_s"] == pytest.approx(drain["acked"] / drain_s, rel=1e-3)
 

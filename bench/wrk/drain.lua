@@ -7,6 +7,11 @@
 local common = require "common"
 
 local rows, current, limit, ack_body, started_us
+-- wrk calls request() once before the run, to check what the script builds
+-- (script_verify_request in wrk.c), and only then starts its threads and its
+-- own clock; that request is never sent, so the drain's clock starts at the
+-- second call.
+local request_calls = 0
 -- A fixed, well-formed mac_key (32 bytes, base64url): the server only stores it.
 local MAC_KEY = "bWFjLWtleS1ieXRlcy0wMTIzNDU2Nzg5YWJjZGVmMDE"
 
@@ -20,7 +25,8 @@ function init(args)
 end
 
 function request()
-  started_us = started_us or common.now_us()
+  request_calls = request_calls + 1
+  if request_calls == 2 then started_us = common.now_us() end
   local auth = "Bearer " .. rows[current][1]
   if ack_body then
     local body = ack_body
