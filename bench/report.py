@@ -192,7 +192,9 @@ def _missed_by(v) -> str:
         return ""
     if v.target.startswith(">="):
         return f"at {v.measured / target:.0%} of the target ({target / v.measured:.1f}x short)"
-    return f"{v.measured / target:.1f}x the limit"
+    # Said as a percentage: a miss of a few percent would round to "1.0x".
+    over = v.measured / target
+    return f"{over - 1:.0%} over the limit ({over:.2f}x)"
 
 
 def _db(results: dict, kind: str) -> dict:

@@ -238,6 +238,15 @@ def test_table_and_report(smoke_results, tmp_path):
     assert all(path.exists() for path in written)
 
 
+def test_a_missed_target_says_by_how_much():
+    def missed(measured, target):
+        return report._missed_by(summary.Verdict("figure", "-", measured, "x", target, False))
+
+    assert missed(1.35, "<= 1.3x") == "4% over the limit (1.04x)"
+    assert missed(70.0, "< 60 s") == "17% over the limit (1.17x)"
+    assert missed(7038, ">= 10,000 msg/s") == "at 70% of the target (1.4x short)"
+
+
 def test_profile_summary_assigns_layers(tmp_path: Path):
     raw = tmp_path / "stacks.txt"
     raw.write_text(
