@@ -206,8 +206,14 @@ class Prepared:
         self, connection: Connection | PooledConnection, values: Mapping[str, Any]
     ) -> list[tuple]:
         """Run on ``connection`` (in its transaction, if any); the rows (empty for no result)."""
-        rendering = self._rendering(connection.dialect, values)
-        run = _execute_and_fetch if rendering.returns_rows else _execute
+        dialect = connection.dialect
+        rendering = self._rendering(dialect, values)
+        if not rendering.returns_rows:
+            run = _execute
+        elif dialect.driver == "psycopg":
+            run = _execute_and_fetch_binary
+        else:
+            run = _execute_and_fetch
         return _on_driver(connection, rendering.sql, rendering.parameters(values), run)
 
     def execute_many(
@@ -228,6 +234,14 @@ def run_command(connection: PooledConnection, sql: str) -> None:
 
 def _execute_and_fetch(cursor, sql, parameters) -> list[tuple]:
     cursor.execute(sql, parameters)
+    return cursor.fetchall()
+
+
+def _execute_and_fetch_binary(cursor, sql, parameters) -> list[tuple]:
+    # Rows in PostgreSQL's binary format: a page of 500 bodies then travels
+    # as bytes, not as hex text that the server writes and psycopg parses
+    # back (a page's fetch took half the time and half the worker's CPU).
+    cursor.execute(sql, parameters, binary=True)
     return cursor.fetchall()
 
 
