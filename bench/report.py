@@ -248,41 +248,33 @@ REQUEST_PATH_CHANGES = (
 # faults found.
 MACHINE_CHANGE = (
     "**This run, and the day's others.** This run is ``make bench`` from a fresh clone "
-    "(14 min 17 s with the install) on 2026-12-03 at 18:14 UTC, at commit 86ce092. Its "
-    "machine is of the same kind (2 CPUs AMD EPYC) and speed as the previous page's "
-    "(16:37 UTC, commit 7b0c065): the bare view served 3,217 requests/s at concurrency 8 "
-    "here against 2,596 there. Since then the request path gained one tween that "
-    "re-checks a refused request whose caller the worker remembered (commit 15c9b7d; "
-    "in-process, the no-op endpoint took 0.125 ms before and 0.127 ms after it). Sends "
-    "at concurrency 8: SQLite 493 msg/s here (0.17 of the bare view in the same rounds), "
-    "566, 456 and 428 (0.20, 0.18 and 0.18) in the three runs of 16:06 to 16:37; "
-    "PostgreSQL 419 (0.19) here, 469, 361 and 318 (0.15, 0.14 and 0.15) then. On a "
-    "machine twice as fast (commit 806193e, 15:01 UTC; bare view 5,792 requests/s at "
-    "concurrency 8) the same sends gave 1,021 and 748 msg/s, ratios 0.19 and 0.15. The "
-    "absolute rates follow the machine; the ratios are fxchat's CPU per request against "
-    "the framework's, which the sections below take apart. The targets met on the faster "
-    "machine and missed on this one went with its speed: SQLite sends at c8, SQLite "
-    "copies to 4 devices (3,695/s there, 1,717 here), the SQLite drain (14,896 msg/s "
-    "there; 7,038 here and 8,582, 6,384 and 6,031 in the earlier runs) and the SQLite "
-    "purge (50.2 s there; 102 s here at 16:06, since then stopped at the 70 s bound: "
-    "444,780 copies done in this run). PostgreSQL's purge took 57.2 s here (44.9, 76.2 "
-    "and 53.8 s earlier) and its drain gave 5,611 msg/s (7,622, 5,830 and 5,151). On the "
-    "faster machine, four runs of the same server code between 14:16 and 15:01 already "
-    "differed by up to 70% (SQLite sends at c8 763 to 1,323 msg/s). Runs also stall: "
-    "PostgreSQL's sends just before the purge had a p99 of 131 ms here (p50 6.2 ms), so "
-    "the purge's ratio gets no verdict, and at 16:37 the round at concurrency 1 whose "
-    "rate was the median had a p99 of 120 ms while the hypervisor took a quarter of a "
-    "core. The crypto ratio, 1.35x in this run, was 1.19x at 16:37, and 1.24x, 1.24x "
-    "and 1.25x in three runs of that scenario alone after this one (1.24x again right "
-    "after a PostgreSQL purge, so the purge's aftermath is not what slowed it): the "
-    "suite's own steps per device leave it close to its limit, and a run's noise can "
-    "carry it over. Faults of the bench found and fixed today: a drain whose stop signal "
-    "was lost ran to wrk's 120 s bound and reported 250 msg/s (the drain now times itself "
-    "and stops wrk through its main thread); and the drain's clock started at wrk's check "
-    "of the script, before wrk started its threads, so the smoke test once saw a drain "
-    "longer than its run (it now starts at the first request sent). A full run took 14 "
-    "minutes before the install on this machine, so the purge is stopped at 70 s (past "
-    "its 60 s target) instead of 150, and the rate points run 6 s instead of 8."
+    "(11 min 16 s with the install) on 2026-12-03 at 20:59 UTC, at commit 16bf31c. The "
+    "machine was faster than the previous page's (18:14 UTC, commit 86ce092): the bare "
+    "view served 4,892 requests/s at concurrency 8 here against 3,217 there. Since then "
+    "the server's code changed in one place: PostgreSQL's rows are read in binary format "
+    "(commit a6202ac, in the drain's paragraph below). SQLite's part of this run was "
+    "disturbed: its first round at concurrency 1 ran while the hypervisor took 0.3 of a "
+    "core (355 msg/s, p99 34 ms), the median round's p99 was 21.4 ms, just over its 20 ms "
+    "target, and the rounds at concurrency 8 fell from 913 msg/s to 711 and 721. A full "
+    "run 27 minutes earlier, at commit 1f604f1 (the same SQLite code), gave: SQLite sends "
+    "at c8 891 msg/s (0.17 of the bare view), p99 at c1 4.6 ms, 3,774 copies/s to 4 "
+    "devices, a drain of 10,591 msg/s and a purge of 49.7 s (p99 during it 2.34x), all "
+    "targets met there but the send rate, the ratio and the purge's p99; PostgreSQL sends "
+    "at c8 710 msg/s (0.15), 2,587 copies/s to 4 devices, a drain of 9,516 msg/s, a purge "
+    "of 22.4 s at 1.81x; crypto 1.21x. The previous page, on the slower machine: SQLite "
+    "493 and PostgreSQL 419 msg/s at c8 (0.17 and 0.19). On the twice-as-fast machine of "
+    "15:01 UTC (commit 806193e): 1,021 and 748 (0.19 and 0.15). The absolute rates follow "
+    "the machine; the ratios, 0.15 to 0.19 in every run of the day on both databases, are "
+    "fxchat's CPU per request against the framework's, which the sections below take "
+    "apart. Runs also stall: PostgreSQL's sends just before the purge had a p99 of 55 ms "
+    "here, so the purge's ratio gets no verdict (131 ms on the previous page). Faults of "
+    "the bench found and fixed today: a drain whose stop signal was lost ran to wrk's 120 s "
+    "bound and reported 250 msg/s (the drain now times itself and stops wrk through its "
+    "main thread); and the drain's clock started at wrk's check of the script, before wrk "
+    "started its threads, so the smoke test once saw a drain longer than its run (it now "
+    "starts at the first request sent). A full run took 14 minutes before the install on "
+    "the slower machine, so the purge is stopped at 70 s (past its 60 s target) instead of "
+    "150, and the rate points run 6 s instead of 8."
 )
 
 
@@ -938,7 +930,7 @@ answering on 127.0.0.1:5432 (user ``postgres``, trust; or set
 ``FXCHAT_BENCH_POSTGRESQL`` to a server URL)::
 
     make bench          # installs wrk and bench/requirements.txt if needed,
-                        # runs everything (12 to 14 minutes), prints the table,
+                        # runs everything (10 to 14 minutes), prints the table,
                         # writes bench/results/latest.json
     make bench-report   # this page and its plots, from bench/results/latest.json
 
