@@ -264,7 +264,7 @@ MACHINE_CHANGE = (
     "of 22.4 s at 1.81x; crypto 1.21x. The previous page, on the slower machine: SQLite "
     "493 and PostgreSQL 419 msg/s at c8 (0.17 and 0.19). On the twice-as-fast machine of "
     "15:01 UTC (commit 806193e): 1,021 and 748 (0.19 and 0.15). The absolute rates follow "
-    "the machine; the ratios, 0.15 to 0.19 in every run of the day on both databases, are "
+    "the machine; the ratios, 0.14 to 0.20 in every run of the day on both databases, are "
     "fxchat's CPU per request against the framework's, which the sections below take "
     "apart. Runs also stall: PostgreSQL's sends just before the purge had a p99 of 55 ms "
     "here, so the purge's ratio gets no verdict (131 ms on the previous page). Faults of "
@@ -537,7 +537,7 @@ def _sqlite_sync(db: dict, c1: dict | None, c8: dict, sync: str) -> str:
         "voluntary context switches in that wait (the kernel's sync of the log alone takes "
         "2 to 3) and a sync covers 1.9 commits. Tried, not kept: gathering longer before "
         "each sync (while another writer holds the lock, up to 1 ms; or a fixed 1 to 2 ms) "
-        "raised that to 2.2 to 2.5 commits per sync and did not raise the rate: at "
+        "raised that to 2.1 to 2.5 commits per sync and did not raise the rate: at "
         "concurrency 8 few writers are between their commit and their sync at one time, and "
         "while a sync waits, every send it will cover waits with it."
     )
