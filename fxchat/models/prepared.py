@@ -107,11 +107,11 @@ def _set_autocommit(connection: PooledConnection) -> None:
 
 
 class _Compiled:
-    """One rendering of a statement: its SQL and how to lay out its parameters."""
+    """One rendering of a statement: its SQL, how to lay out its parameters, how to run it."""
 
     __slots__ = (
         "sql",
-        "returns_rows",
+        "run",
         "_defaults",
         "_expansion",
         "_positions",
@@ -130,7 +130,14 @@ class _Compiled:
         # Known here, so that no cursor is asked for its description (which
         # psycopg builds column by column) just to know whether to fetch.
         dml = compiled.isinsert or compiled.isupdate or compiled.isdelete
-        self.returns_rows: bool = not dml or bool(compiled.effective_returning)
+        returns_rows = not dml or bool(compiled.effective_returning)
+        self.run: Callable = (
+            _execute
+            if not returns_rows
+            else _execute_and_fetch_binary
+            if compiled.dialect.driver == "psycopg"
+            else _execute_and_fetch
+        )
         # Values written into the statement (literals such as the 1 of
         # "queued + 1"): SQLAlchemy sends them as parameters too.
         self._defaults = {
@@ -206,15 +213,8 @@ class Prepared:
         self, connection: Connection | PooledConnection, values: Mapping[str, Any]
     ) -> list[tuple]:
         """Run on ``connection`` (in its transaction, if any); the rows (empty for no result)."""
-        dialect = connection.dialect
-        rendering = self._rendering(dialect, values)
-        if not rendering.returns_rows:
-            run = _execute
-        elif dialect.driver == "psycopg":
-            run = _execute_and_fetch_binary
-        else:
-            run = _execute_and_fetch
-        return _on_driver(connection, rendering.sql, rendering.parameters(values), run)
+        rendering = self._rendering(connection.dialect, values)
+        return _on_driver(connection, rendering.sql, rendering.parameters(values), rendering.run)
 
     def execute_many(
         self, connection: Connection | PooledConnection, rows: Sequence[Mapping[str, Any]]
