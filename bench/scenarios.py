@@ -60,6 +60,7 @@ class Measurements:
         env: dict[str, str] | None = None,
         path: str = "",
     ) -> dict:
+        probe_before = machine.cpu_probe_ms()
         meter = machine.CpuMeter(self.server.process.pid)
         log_start = requestcpu.log_offset(self.server.log)
         commits_before = self.server.group_commits()
@@ -74,6 +75,7 @@ class Measurements:
         )
         summary = result.as_json()
         summary["cpu"] = meter.stop(result.wrk_cpu_s)
+        summary["cpu_probe_ms"] = {"before": probe_before, "after": machine.cpu_probe_ms()}
         request_cpu = requestcpu.request_cpu_ms(self.server.log, log_start)
         if request_cpu:
             summary["request_thread_cpu_ms"] = request_cpu
@@ -85,7 +87,8 @@ class Measurements:
         log(
             f"{self.label} {name}: {summary['requests_per_s']}/s, p50 "
             f"{summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms, "
-            f"statuses {summary['statuses']}, cpu {summary['cpu']}"
+            f"statuses {summary['statuses']}, cpu {summary['cpu']}, "
+            f"probe {summary['cpu_probe_ms']}"
         )
         return summary
 
@@ -492,6 +495,7 @@ class DatabaseRun:
             duration_s=plan.long_run_s,
             env={"BENCH_DATA": str(send_rows)},
         )
+        probe_before = machine.cpu_probe_ms()
         meter = machine.CpuMeter(server.process.pid)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         purge_started = time.monotonic()
@@ -524,6 +528,7 @@ class DatabaseRun:
         during = wrk.wait().as_json()
         during["cpu"] = meter.stop()
         during["cpu"]["includes_purge"] = True  # the purge process counts as "other"
+        during["cpu_probe_ms"] = {"before": probe_before, "after": machine.cpu_probe_ms()}
         (self.raw / "purge.out").write_text(stdout + "\n--- stderr\n" + stderr)
         lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
         if finished and lines and "progress" not in lines[-1]:

@@ -237,6 +237,13 @@ def figures(results: dict) -> list[tuple[str, dict[str, str]]]:
                 "send c8, CPU ms per send: request thread / workers (+ PostgreSQL)",
                 lambda db: _cpu_split(_point(db["send"]["points"], 8)),
             )
+            fastest = _fastest_probe(results)
+            if fastest is not None:
+                per_db(
+                    "CPU probe around the c8 rounds, ms (a fixed loop; the run's fastest "
+                    f"{fastest:.1f}): bare rounds; send rounds",
+                    lambda db: _probe_ranges(_point(db["send"]["points"], 8)),
+                )
     if any(
         "group_commit" in point
         for db in dbs.values()
@@ -324,6 +331,29 @@ def _rounds_note(dbs: dict, concurrency: int) -> str:
 def _bare_beside(point: dict) -> str:
     rates = sorted(ok_rate(run, 200) for run in point["bare_rounds"])
     return f"{rates[len(rates) // 2]:,.0f}; {point['ratio_to_bare']:.2f}"
+
+
+def _probes(runs: list[dict]) -> list[float]:
+    """The CPU probes taken before and after ``runs`` (results before them: none)."""
+    return [ms for run in runs for ms in (run.get("cpu_probe_ms") or {}).values() if ms is not None]
+
+
+def _fastest_probe(results: dict) -> float | None:
+    probes = _probes(_runs(results))
+    return min(probes) if probes else None
+
+
+def _probe_ranges(point: dict) -> str:
+    """How fast the CPUs were around the rounds: the probes' range, bare and send."""
+
+    def span(runs: list[dict]) -> str:
+        probes = _probes(runs)
+        if not probes:
+            return "-"
+        low, high = min(probes), max(probes)
+        return f"{low:.1f}" if high - low < 0.05 else f"{low:.1f} to {high:.1f}"
+
+    return f"{span(point['bare_rounds'])}; {span(point['rounds'])}"
 
 
 def _cpu_split(point: dict) -> str:

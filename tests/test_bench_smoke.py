@@ -197,6 +197,30 @@ def test_report_splits_a_sends_cpu(smoke_results):
     assert "bench.profiling.in_process_cpu_ms" in text
 
 
+def test_every_load_run_says_how_fast_the_cpus_were(smoke_results):
+    runs = summary._runs(smoke_results)
+    assert runs
+    for run in runs:
+        probe = run["cpu_probe_ms"]
+        assert probe["before"] > 0 and probe["after"] > 0, probe
+    # The table gives the probes' range around the rounds at concurrency 8
+    # (the smoke run's concurrency-1 points stand in for them).
+    results = copy.deepcopy(smoke_results)
+    for db in results["databases"].values():
+        c1 = db["send"]["points"][0]
+        c1["bare_rounds"][0]["cpu_probe_ms"] = {"before": 7.0, "after": 13.5}
+        c1["rounds"][0]["cpu_probe_ms"] = {"before": 7.0, "after": 7.0}
+        for run in [*c1["bare_rounds"][1:], *c1["rounds"][1:]]:
+            run["cpu_probe_ms"] = {"before": 9.0, "after": 9.0}
+        db["send"]["points"].append({**c1, "concurrency": 8})
+    fastest = summary._fastest_probe(results)
+    assert 0 < fastest <= 7.0
+    rows = dict(summary.figures(results))
+    label = next(label for label in rows if label.startswith("CPU probe around the c8 rounds"))
+    assert f"the run's fastest {fastest:.1f}" in label
+    assert set(rows[label].values()) == {"7.0 to 13.5; 7.0 to 9.0"}
+
+
 def test_no_purge_verdict_against_stalled_sends(smoke_results):
     results = copy.deepcopy(smoke_results)
     for db in results["databases"].values():
