@@ -12,6 +12,8 @@ from pathlib import Path
 from .summary import (
     DATABASE_NAMES,
     cpu_ms_per_request,
+    cpu_probes,
+    fastest_cpu_probe,
     figures,
     ok_rate,
     thread_cpu_ms,
@@ -278,9 +280,51 @@ MACHINE_CHANGE = (
 )
 
 
+# Dated: what the CPU probe was added for, and what was tried on the way.
+MACHINE_SPEED = (
+    "**Machine speed.** This machine's CPUs do not run at one speed. On 2026-12-04, on an "
+    "idle machine, a fixed Python loop took 22 to 42 ms of its thread's CPU time from one "
+    "try to the next, a few seconds apart, and neither the steal time nor any process's "
+    "CPU showed why (most likely other guests of the hypervisor on the same physical "
+    "cores). Every load run is therefore framed by a CPU probe "
+    "(``bench.machine.cpu_probe_ms``: the best of three tries of a loop that takes about "
+    "7 ms at full speed), and the table gives its range around the rounds at concurrency "
+    "8. In alternating runs that day, the same code and server sent 458 to 1,794 messages/s "
+    "at concurrency 8 on SQLite, its request thread spending 0.48 to 2.0 ms of CPU per "
+    "send; the rounds with the most messages reached 0.33 to 0.37 of the bare view "
+    "(1,552 to 1,794 msg/s). On PostgreSQL, with the probe before and after each run, four "
+    "rounds whose probes all took 6.3 to 7.4 ms sent 864 to 1,131 msg/s (0.18 to 0.24 of "
+    "the bare view), and the six after them, with probes of up to 13.2 to 14.0 ms, 484 to "
+    "608 (0.15 to 0.22): PostgreSQL's own backends take half a core there, so its ratio "
+    "stays under the target at full speed too. A send suffers more than the bare view when "
+    "the CPUs slow down, which lowers the ratio as well as the rate. Tried on the way and "
+    "not kept (SQLite, alternating rounds on 2026-12-04): gunicorn hands wrk's 8 "
+    "connections unevenly to the 8 workers (in some runs one worker held 6 of them), but "
+    "capping each worker at 2 (``--worker-connections 2``), which spread them one per "
+    "worker, sent no more (633 to 1,646 msg/s in four rounds against 765 to 1,728 "
+    "uncapped); nor did gunicorn's sync workers (650 to 1,625), nor the workers under "
+    "``SCHED_BATCH``, which are not woken ahead of a running process (801 to 1,794 against "
+    "853 to 1,664 in the rounds between)."
+)
+
+
+def _probe_sentence(results: dict, c8: dict) -> str:
+    """How fast the CPUs were around the rounds at concurrency 8, by the CPU probe."""
+    fastest = fastest_cpu_probe(results)
+    rounds = cpu_probes([*c8.get("rounds", ()), *c8.get("bare_rounds", ())])
+    if fastest is None or not rounds:
+        return ""
+    return (
+        f" Around these rounds the CPU probe (``bench.machine.cpu_probe_ms``, a fixed loop) "
+        f"took {min(rounds):.1f} to {max(rounds):.1f} ms, against {fastest:.1f} ms at the "
+        f"fastest moment of the run: the CPUs ran at {fastest / max(rounds):.0%} to "
+        f"{fastest / min(rounds):.0%} of that speed (see *Machine speed* below)."
+    )
+
+
 def explanations(results: dict) -> str:
     """What limits each figure, with the numbers of this run."""
-    out = [REQUEST_PATH_CHANGES, MACHINE_CHANGE]
+    out = [REQUEST_PATH_CHANGES, MACHINE_CHANGE, MACHINE_SPEED]
     bare8 = _point(results["baseline"]["points"], 8)
     bare_ms = _worker_ms(bare8, 200)
     cores = results["machine"]["cpu_count"]
@@ -341,6 +385,7 @@ def explanations(results: dict) -> str:
                         if kind == "postgresql"
                         else "1.63 million, 0.6 to 0.7 ms."
                     )
+                    + _probe_sentence(results, c8)
                 )
                 lines.append("")
             thread = _request_thread_sentence(

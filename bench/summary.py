@@ -237,7 +237,7 @@ def figures(results: dict) -> list[tuple[str, dict[str, str]]]:
                 "send c8, CPU ms per send: request thread / workers (+ PostgreSQL)",
                 lambda db: _cpu_split(_point(db["send"]["points"], 8)),
             )
-            fastest = _fastest_probe(results)
+            fastest = fastest_cpu_probe(results)
             if fastest is not None:
                 per_db(
                     "CPU probe around the c8 rounds, ms (a fixed loop; the run's fastest "
@@ -333,13 +333,13 @@ def _bare_beside(point: dict) -> str:
     return f"{rates[len(rates) // 2]:,.0f}; {point['ratio_to_bare']:.2f}"
 
 
-def _probes(runs: list[dict]) -> list[float]:
+def cpu_probes(runs: list[dict]) -> list[float]:
     """The CPU probes taken before and after ``runs`` (results before them: none)."""
     return [ms for run in runs for ms in (run.get("cpu_probe_ms") or {}).values() if ms is not None]
 
 
-def _fastest_probe(results: dict) -> float | None:
-    probes = _probes(_runs(results))
+def fastest_cpu_probe(results: dict) -> float | None:
+    probes = cpu_probes(_runs(results))
     return min(probes) if probes else None
 
 
@@ -347,7 +347,7 @@ def _probe_ranges(point: dict) -> str:
     """How fast the CPUs were around the rounds: the probes' range, bare and send."""
 
     def span(runs: list[dict]) -> str:
-        probes = _probes(runs)
+        probes = cpu_probes(runs)
         if not probes:
             return "-"
         low, high = min(probes), max(probes)

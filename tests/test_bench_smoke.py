@@ -206,19 +206,23 @@ def test_every_load_run_says_how_fast_the_cpus_were(smoke_results):
     # The table gives the probes' range around the rounds at concurrency 8
     # (the smoke run's concurrency-1 points stand in for them).
     results = copy.deepcopy(smoke_results)
+    bare = results["baseline"]["points"]
+    bare.append({**bare[0], "concurrency": 8})
     for db in results["databases"].values():
         c1 = db["send"]["points"][0]
         c1["bare_rounds"][0]["cpu_probe_ms"] = {"before": 7.0, "after": 13.5}
         c1["rounds"][0]["cpu_probe_ms"] = {"before": 7.0, "after": 7.0}
         for run in [*c1["bare_rounds"][1:], *c1["rounds"][1:]]:
             run["cpu_probe_ms"] = {"before": 9.0, "after": 9.0}
-        db["send"]["points"].append({**c1, "concurrency": 8})
-    fastest = summary._fastest_probe(results)
+        db["send"]["points"].append({**c1, "concurrency": 8, "ratio_to_bare": 0.2})
+    fastest = summary.fastest_cpu_probe(results)
     assert 0 < fastest <= 7.0
     rows = dict(summary.figures(results))
     label = next(label for label in rows if label.startswith("CPU probe around the c8 rounds"))
     assert f"the run's fastest {fastest:.1f}" in label
     assert set(rows[label].values()) == {"7.0 to 13.5; 7.0 to 9.0"}
+    text = report.explanations(results)
+    assert text.count(f"took 7.0 to 13.5 ms, against {fastest:.1f} ms") == len(results["databases"])
 
 
 def test_no_purge_verdict_against_stalled_sends(smoke_results):
