@@ -117,8 +117,9 @@ def cpu_probe_ms(tries: int = 3) -> float:
     (on 2026-12-04, this loop took 22 to 42 ms of CPU time every few seconds
     while nothing else ran), and neither the steal time nor the other
     processes' CPU shows it. Taken before and after every load run, it says
-    how fast the CPUs were while that run was measured: the same code then
-    moves half as many messages when the probe takes twice as long.
+    how fast the CPUs were around that run. Its loop fits in the CPU's own
+    caches, so it misses slowdowns that only larger working sets feel (a send
+    can run slow between two full-speed probes: docs/performance.rst).
     """
     best = float("inf")
     for _ in range(tries):
