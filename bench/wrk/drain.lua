@@ -7,6 +7,9 @@
 local common = require "common"
 
 local rows, current, limit, ack_body, started_us
+-- Whether the response on its way answers an acknowledgement (one connection:
+-- responses come in the order of the requests).
+local awaiting_ack = false
 -- wrk calls request() once before the run, to check what the script builds
 -- (script_verify_request in wrk.c), and only then starts its threads and its
 -- own clock; that request is never sent, so the drain's clock starts at the
@@ -31,10 +34,28 @@ function request()
   if ack_body then
     local body = ack_body
     ack_body = nil
+    awaiting_ack = true
     return wrk.format("POST", "/v1/messages/ack",
                       {["Authorization"] = auth, ["Content-Type"] = "application/json"}, body)
   end
   return wrk.format("GET", "/v1/messages?limit=" .. limit, {["Authorization"] = auth})
+end
+
+-- The server writes its JSON with orjson, without spaces: every id of a page
+-- follows '"id":"' (a sender's is '"device_id":"'), and base64url values hold
+-- no quote. Plain finds (memchr and compare in LuaJIT) take 0.2 ms a page
+-- where a Lua pattern over the page's megabyte took 8 ms, on this one
+-- connection's critical path.
+local function page_ids(body)
+  local ids, n, position = {}, 0, 1
+  while true do
+    local _, key_end = body:find('"id":"', position, true)
+    if not key_end then return ids end
+    local closing = body:find('"', key_end + 1, true)
+    n = n + 1
+    ids[n] = body:sub(key_end + 1, closing - 1)
+    position = closing + 1
+  end
 end
 
 function response(status, headers, body)
@@ -44,7 +65,8 @@ function response(status, headers, body)
     common.stop_run()
     return
   end
-  if body:find('"acked"', 1, true) then
+  if awaiting_ack then
+    awaiting_ack = false
     local acked = body:match('"acked": *%[(.-)%]') or ""
     local n = 0
     for _ in acked:gmatch('"[^"]+"') do n = n + 1 end
@@ -53,8 +75,8 @@ function response(status, headers, body)
     return
   end
   local acks = {}
-  for id in body:gmatch('"id": *"([^"]+)"') do
-    table.insert(acks, '{"id": "' .. id .. '", "mac_key": "' .. MAC_KEY .. '"}')
+  for i, id in ipairs(page_ids(body)) do
+    acks[i] = '{"id":"' .. id .. '","mac_key":"' .. MAC_KEY .. '"}'
   end
   common.add("fetch_requests", 1)
   if #acks == 0 then
@@ -66,5 +88,5 @@ function response(status, headers, body)
     return
   end
   common.add("fetched", #acks)
-  ack_body = '{"acks": [' .. table.concat(acks, ", ") .. ']}'
+  ack_body = '{"acks":[' .. table.concat(acks, ",") .. ']}'
 end
