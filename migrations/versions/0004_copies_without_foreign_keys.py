@@ -7,7 +7,7 @@ Create Date: 2026-12-04 12:50:00
 A send to N devices inserts N copies, and PostgreSQL checked each copy's
 two foreign keys with a query of its own (a row trigger, FOR KEY SHARE on
 the device and on the message): 200 queries for a send to 100 devices,
-about a third of the time PostgreSQL spends on it (docs/performance.rst,
+a third to a half of the time PostgreSQL spent on it (docs/performance.rst,
 fan-out). The keys cannot be wrong where copies are written: a send takes
 the device keys from the devices it has just locked and the message key
 from the message it has just inserted, in the same transaction (the
