@@ -303,13 +303,14 @@ MACHINE_SPEED = (
     "of one thread, in send-only runs of both databases, three rounds at concurrency 8 each: "
     "SQLite sent 855 to 1,190 msg/s with 3 workers and 732 to 978 with 2, against 1,029 to "
     "1,260 with 8; PostgreSQL 604 to 1,021 with 3 and 822 to 1,156 with 2, against 568 to 731"
-    " with 8. PostgreSQL's rounds with 2 workers were its best of the three runs, but one run"
-    " each, on this machine, cannot tell that from its changes of speed, and SQLite did "
-    "worse. The probe does not see everything that slows the machine: in the previous page's "
-    "run (03:38 UTC), SQLite's third round at concurrency 8 had probes of 6.9 and 7.0 ms "
-    "before and after it, yet sent 641 msg/s, its request thread spending 1.62 ms of CPU per "
-    "send, three times the 0.48 ms of the day's fastest rounds. The probe's loop fits in the "
-    "CPU's own caches; a send's work does not."
+    " with 8. PostgreSQL's rounds with 2 workers were its best of those runs, so at 13:17 UTC"
+    " six more send-only runs of PostgreSQL alternated 8 and 2 workers: at concurrency 8, 8 "
+    "workers sent 563 to 1,239 msg/s (nine rounds) and 2 workers 614 to 1,128, no difference "
+    "this machine can show; SQLite did worse with fewer. The probe does not see everything "
+    "that slows the machine: in the previous page's run (03:38 UTC), SQLite's third round at "
+    "concurrency 8 had probes of 6.9 and 7.0 ms before and after it, yet sent 641 msg/s, its "
+    "request thread spending 1.62 ms of CPU per send, three times the 0.48 ms of the day's "
+    "fastest rounds. The probe's loop fits in the CPU's own caches; a send's work does not."
 )
 
 
