@@ -6,39 +6,31 @@ keeps the references whole instead. These tests walk every flow that does,
 through the API and the purge, and look for a copy that lost either.
 """
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from fxchat import purger
 from fxchat.models import Body, Copy, Device, Message
 
+from .api.checks import NOTHING_STORED, count, stored_counts
+
 DAY_MS = 86_400_000
+
+
+def _missing(parent, key):
+    """No row of ``parent`` has the primary key that ``key`` holds."""
+    return ~select(parent.pk).where(parent.pk == key).exists()
 
 
 def orphans(app) -> dict:
     """Copies whose message or device is gone, and bodies whose message is."""
-    no_message = ~select(Message.pk).where(Message.pk == Copy.message_pk).exists()
-    no_device = ~select(Device.pk).where(Device.pk == Copy.device_pk).exists()
-    body_without_message = ~select(Message.pk).where(Message.pk == Body.message_pk).exists()
-    with app.app.registry["db_engine"].connect() as connection:
-        return {
-            "copies without message": connection.scalar(
-                select(func.count()).select_from(Copy).where(no_message)
-            ),
-            "copies without device": connection.scalar(
-                select(func.count()).select_from(Copy).where(no_device)
-            ),
-            "bodies without message": connection.scalar(
-                select(func.count()).select_from(Body).where(body_without_message)
-            ),
-        }
+    return {
+        "copies without message": count(app, "copies", _missing(Message, Copy.message_pk)),
+        "copies without device": count(app, "copies", _missing(Device, Copy.device_pk)),
+        "bodies without message": count(app, "bodies", _missing(Message, Body.message_pk)),
+    }
 
 
 NONE = {"copies without message": 0, "copies without device": 0, "bodies without message": 0}
-
-
-def count(app, model) -> int:
-    with app.app.registry["db_engine"].connect() as connection:
-        return connection.scalar(select(func.count()).select_from(model))
 
 
 def test_no_copy_loses_its_message_or_device_through_send_ack_revoke_and_purge(
@@ -47,7 +39,7 @@ def test_no_copy_loses_its_message_or_device_through_send_ack_revoke_and_purge(
     bobs_phone = bob.add_device()
     first = alice.send_to(bob, bobs_phone, carol)
     second = alice.send_to(bob, bobs_phone, carol, ttl=60)
-    assert count(app, Copy) == 6
+    assert count(app, "copies") == 6
     assert orphans(app) == NONE
 
     bob.ack(first, second, mac_key=b"k" * 32)
@@ -67,7 +59,7 @@ def test_no_copy_loses_its_message_or_device_through_send_ack_revoke_and_purge(
     later = int(clock.now * 1000) + 30 * DAY_MS
     report = purger.run_purge(app.app.registry, now=later, wait=lambda s: None)
     assert report.deleted_messages == 2
-    assert (count(app, Message), count(app, Copy), count(app, Body)) == (0, 0, 0)
+    assert stored_counts(app) == NOTHING_STORED
     assert orphans(app) == NONE
 
 

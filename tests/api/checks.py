@@ -77,11 +77,14 @@ def rows(app, table: str) -> list[dict]:
         return [dict(row._mapping) for row in result]
 
 
-def count(app, table: str) -> int:
+def count(app, table: str, *where) -> int:
+    """How many rows of one of the app's tables there are (that match ``where``)."""
     engine = app.app.registry["db_engine"]
     with engine.connect() as connection:
         return connection.scalar(
-            sqlalchemy.select(sqlalchemy.func.count()).select_from(Base.metadata.tables[table])
+            sqlalchemy.select(sqlalchemy.func.count())
+            .select_from(Base.metadata.tables[table])
+            .where(*where)
         )
 
 
