@@ -20,6 +20,8 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from fxchat.tokens import new_id
+
 URL = "http://relay.test"
 DAY_MS = 24 * 3600 * 1000
 
@@ -67,7 +69,9 @@ class FakeRelay:
 
     def add_device(self, user: str, public_key: str) -> tuple[str, str]:
         """Create a device directly; returns (device_id, token)."""
-        device_id = secrets.token_urlsafe(8)
+        # Ids as the real server makes them: never with a leading "-", which
+        # the CLI would take for an option.
+        device_id = new_id()
         token = secrets.token_urlsafe(16)
         self.devices[(user, device_id)] = FakeDevice(user, device_id, public_key, self.now)
         self.tokens[token] = (user, device_id)
@@ -159,7 +163,7 @@ class FakeRelay:
                     "extra_devices": [{"user": u, "device_id": d} for u, d in listed - current],
                 },
             )
-        message_id = secrets.token_urlsafe(8)
+        message_id = new_id()
         expires_at = self.now + message.get("ttl", 7 * 86400) * 1000
         answer = {"id": message_id, "sent_at": self.now, "expires_at": expires_at}
         self.sent[message_id] = {"sender": caller, "receipts": {}}
