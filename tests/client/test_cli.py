@@ -287,6 +287,29 @@ def test_deleting_this_device_removes_its_profile(fxchat, alice_and_bob, tmp_pat
     assert not (tmp_path / "bob.json").exists()
 
 
+def test_ids_with_a_leading_dash_are_given_after_double_dash(
+    fxchat, alice_and_bob, tmp_path, monkeypatch
+):
+    # fxchat servers never make such ids (tokens.new_id); the protocol allows them.
+    monkeypatch.setattr(
+        "tests.client.fake_relay.new_id", lambda: "-" + crypto.b64encode(os.urandom(15))
+    )
+    fxchat("add-device", "--from", str(tmp_path / "bob.json"), profile="bob-laptop")
+    laptop_id = load_profile(tmp_path / "bob-laptop.json").device_id
+    _, out, _ = fxchat("--json", "send", "bob@example.com", "dashing", profile="alice")
+    message_id = json.loads(out)["id"]
+    assert message_id.startswith("-") and laptop_id.startswith("-")
+
+    code, _, err = fxchat("receipts", message_id, profile="alice")
+    assert code == cli.EXIT_USAGE and "usage:" in err
+
+    code, out, _ = fxchat("receipts", "--json", "--", message_id, profile="alice")
+    assert code == 0 and json.loads(out)["id"] == message_id
+    code, out, _ = fxchat("delete-device", "--", laptop_id, profile="bob")
+    assert code == 0 and laptop_id in out
+    assert fxchat("devices", profile="bob-laptop")[0] == cli.EXIT_UNAUTHORIZED
+
+
 def test_add_device_refuses_to_overwrite_its_source(fxchat, alice_and_bob, tmp_path):
     code, _, err = fxchat("add-device", "--from", str(tmp_path / "bob.json"), profile="bob")
     assert code == cli.EXIT_USAGE
