@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pyramid.events import NewRequest
 from sqlalchemy import event, text
 
-from .models import get_engine, get_session_factory, sqlite
+from .models import get_engine, get_session_factory, group_commit, sqlite
 from .services.retention import Pace, PurgeReport, purge
 
 logger = logging.getLogger(__name__)
@@ -36,13 +36,13 @@ PACES = {
 }
 # On SQLite, the shortest rest: time for a writer waiting on the lock to take it.
 HANDOVER_SECONDS = 0.001
-# On SQLite, batches between checkpoints of the purge's own. A batch writes a
-# few hundred pages, many of them the same index pages as the batch before:
-# copying them into the database once for three batches writes a good part
-# of them once instead of three times (1M copies: 48 s instead of 58 s,
-# measured), and three batches stay well below the 1,000 pages at which a
-# send's commit would checkpoint them itself, inside the write lock.
-BATCHES_PER_CHECKPOINT = 3
+# On SQLite, batches between checkpoints of the purge's own. A batch writes
+# about 300 pages, many of them the same index pages as the batch before:
+# copying them into the database once for two batches writes a good part of
+# them once instead of twice, and two batches stay below the 1,000 pages at
+# which a send's commit would checkpoint them itself, inside the write lock
+# (three came close enough that sends did, measured: docs/operations.rst).
+BATCHES_PER_CHECKPOINT = 2
 # PostgreSQL advisory lock held by the one purge running on a database
 # (any 64-bit number no other application on the database uses).
 PURGE_LOCK_KEY = 0x66786368_70757267  # "fxchpurg"
@@ -144,12 +144,34 @@ def _purging_sessions(registry):
     def _connect(dbapi_connection, record):
         dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
+    database = sqlite.database_file(engine)
+    writers_queue = os.open(sqlite.writers_lock_file(database), os.O_RDWR | os.O_CREAT, 0o600)
+
     def checkpoint() -> None:
+        """Copy the log into the database, the last few pages in the writers' queue.
+
+        Copying the purge's pages and syncing the database file take the
+        time (the disk writes every page a batch changed), so they run beside
+        the requests. But SQLite starts the log over only after a checkpoint
+        that copied all of it, which one beside writers seldom does; the log
+        then grows, and every commit past its 1,000 pages checkpoints inside
+        the write lock (where sends spent 15 to 30 ms). So what requests wrote
+        meanwhile is copied holding the lock: the next writer finds the log
+        all copied and starts it over.
+        """
         # On the driver's connection: SQLAlchemy's would begin a transaction,
         # and so take the write lock, first.
         connection = purging.raw_connection()
         try:
-            connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            copy = connection.driver_connection.execute
+            copy("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            # What the checkpoint under the lock would otherwise sync there.
+            group_commit.sync_file(database)
+            fcntl.flock(writers_queue, fcntl.LOCK_EX)
+            try:
+                copy("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                fcntl.flock(writers_queue, fcntl.LOCK_UN)
         finally:
             connection.close()
 
@@ -170,6 +192,7 @@ def _purging_sessions(registry):
             checkpoint()
         finally:
             purging.dispose()
+            os.close(writers_queue)
 
 
 class Purger:

@@ -9,7 +9,7 @@ import time
 from sqlalchemy import func, select
 
 from fxchat import purger
-from fxchat.models import Body, Copy, CopyState, sqlite
+from fxchat.models import Body, Copy, CopyState, group_commit, sqlite
 
 from .conftest import register
 
@@ -94,3 +94,36 @@ def test_a_sqlite_purge_leaves_its_writes_checkpointed(make_app, database_kind):
     with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file_only:
         states = file_only.execute("SELECT state, count(*) FROM copies GROUP BY state").fetchall()
     assert states == [(CopyState.EXPIRED, report.expired_copies)]
+
+
+def test_a_sqlite_purge_checkpoint_copies_what_requests_wrote_meanwhile(
+    make_app, database_kind, monkeypatch
+):
+    # The slow part of the purge's checkpoint runs beside the requests'
+    # writes; its end, in the writers' queue, copies what they wrote
+    # meanwhile, so that SQLite can start the log over.
+    if database_kind != "sqlite":
+        return
+    app = make_app(purge_interval=0)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    alice.send_to(bob, ttl=1)
+    written_meanwhile = []
+    sync_file = group_commit.sync_file
+    path = sqlite.database_file(app.app.registry["db_engine"])
+
+    def send_while_syncing(synced: str) -> None:
+        # Between copying the log and syncing the database file: a send,
+        # once (its own commit's sync comes through here too).
+        if synced == path and not written_meanwhile:
+            written_meanwhile.append(None)
+            written_meanwhile[0] = alice.send_to(bob)
+        sync_file(synced)
+
+    monkeypatch.setattr(group_commit, "sync_file", send_while_syncing)
+    later = int(time.time() * 1000) + 5_000
+    report = purger.run_purge(app.app.registry, now=later, wait=lambda seconds: None)
+
+    assert report.expired_copies == 1 and written_meanwhile
+    with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file_only:
+        in_file = {id for (id,) in file_only.execute("SELECT message_id FROM messages")}
+    assert written_meanwhile[0] in in_file

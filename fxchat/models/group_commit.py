@@ -206,12 +206,17 @@ def _sync(wal: str) -> None:
     # Opened afresh: SQLite deletes the WAL when its last connection closes
     # (after checkpointing all of it into the synced database), so a
     # descriptor kept open could be of a file no longer in use.
+    sync_file(wal)
+
+
+def sync_file(path: str) -> None:
+    """Write ``path``'s data to disk, as SQLite syncs its files; nothing if it is gone."""
     try:
-        descriptor = os.open(wal, os.O_RDONLY)
+        descriptor = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return
     try:
-        # As SQLite syncs it: the data and the size, not the times.
+        # The data and the size, not the times.
         os.fdatasync(descriptor)
     finally:
         os.close(descriptor)
