@@ -41,7 +41,8 @@ HANDOVER_SECONDS = 0.001
 # copying them into the database once for two batches writes a good part of
 # them once instead of twice, and two batches stay below the 1,000 pages at
 # which a send's commit would checkpoint them itself, inside the write lock
-# (three came close enough that sends did, measured: docs/operations.rst).
+# (three come close: sends' p99 during a purge was 19 ms with three, 13 to 15
+# with two; docs/performance.rst).
 BATCHES_PER_CHECKPOINT = 2
 # PostgreSQL advisory lock held by the one purge running on a database
 # (any 64-bit number no other application on the database uses).
