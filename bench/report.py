@@ -543,6 +543,12 @@ def _in_process_comparison(
     )
 
 
+def _flat_rounds(flat: dict) -> str:
+    """ ", the median of N rounds" when the flat-cost figures are medians."""
+    rounds = flat["large"]["fetch"].get("rounds", ())
+    return f", the median of {len(rounds)} rounds" if len(rounds) > 1 else ""
+
+
 def _sqlite_sync(db: dict, c1: dict | None, c8: dict, sync: str) -> str:
     """What syncing the write-ahead log costs the sends on SQLite."""
     if sync != "full":
@@ -681,9 +687,11 @@ def _other_explanations(results: dict) -> str:
             paragraphs.append(
                 f"*Flat cost ({name}).* With {flat['large']['queued_elsewhere']:,} copies queued "
                 f"on other devices instead of {flat['small']['queued_elsewhere']:,}, the first "
-                f"page takes {r['fetch_p50']:.2f}x and a send {r['send_p50']:.2f}x as long (p50): "
-                f"both touch only the partial index ``ix_copies_queue`` of their own device and "
-                f"primary-key lookups, whose depth grows with the logarithm of the table."
+                f"page takes {r['fetch_p50']:.2f}x and a send {r['send_p50']:.2f}x as long (p50"
+                + _flat_rounds(flat)
+                + "): "
+                "both touch only the partial index ``ix_copies_queue`` of their own device and "
+                "primary-key lookups, whose depth grows with the logarithm of the table."
             )
         purge = db.get("purge")
         if purge and "steps" in purge["report"]:

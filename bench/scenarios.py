@@ -446,21 +446,35 @@ class DatabaseRun:
             )
             queued += load["copies"]
             log(f"{self.kind}: {queued} copies queued on other devices ({load})")
-            fetch = runs.wrk(
-                f"fetch-{label}",
-                "fetch.lua",
-                concurrency=1,
-                duration_s=plan.long_run_s,
-                env={"BENCH_DATA": str(reader_rows), "BENCH_LIMIT": "100"},
-            )
-            send = runs.wrk(
-                f"send-{label}",
-                "send.lua",
-                concurrency=1,
-                duration_s=plan.long_run_s,
-                env={"BENCH_DATA": str(send_rows)},
-            )
-            cases[label] = {"queued_elsewhere": queued, "load": load, "fetch": fetch, "send": send}
+            # Rounds of fetches and sends in turn, the median round of each
+            # kept: the CPUs' speed changes from one moment to the next
+            # (``docs/performance.rst``), and the two sizes cannot alternate.
+            fetches, sends = [], []
+            for n in range(plan.rounds):
+                fetches.append(
+                    runs.wrk(
+                        f"fetch-{label}-{n}",
+                        "fetch.lua",
+                        concurrency=1,
+                        duration_s=plan.long_run_s,
+                        env={"BENCH_DATA": str(reader_rows), "BENCH_LIMIT": "100"},
+                    )
+                )
+                sends.append(
+                    runs.wrk(
+                        f"send-{label}-{n}",
+                        "send.lua",
+                        concurrency=1,
+                        duration_s=plan.long_run_s,
+                        env={"BENCH_DATA": str(send_rows)},
+                    )
+                )
+            cases[label] = {
+                "queued_elsewhere": queued,
+                "load": load,
+                "fetch": _median_by_p50(fetches),
+                "send": _median_by_p50(sends),
+            }
         ratios = {
             f"{what}_{stat}": round(
                 cases["large"][what]["latency_ms"][stat] / cases["small"][what]["latency_ms"][stat],
@@ -564,3 +578,9 @@ class DatabaseRun:
 
 
 # -- the whole run ------------------------------------------------------------
+
+
+def _median_by_p50(rounds: list[dict]) -> dict:
+    """The round with the median p50 latency, with every round beside it."""
+    middle = sorted(rounds, key=lambda r: r["latency_ms"]["p50"])[len(rounds) // 2]
+    return {**middle, "rounds": rounds}

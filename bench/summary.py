@@ -281,12 +281,13 @@ def figures(results: dict) -> list[tuple[str, dict[str, str]]]:
         lambda db: f"{db['drain']['messages_per_s']:,.0f}",
     )
     for label in ("small", "large"):
+        note = _flat_rounds_note(dbs, label)
         per_db(
-            f"first-page fetch (100), {_queued(dbs, label)} queued elsewhere: p50 / p99 ms",
+            f"first-page fetch (100), {_queued(dbs, label)} queued elsewhere: p50 / p99 ms{note}",
             lambda db, label=label: _p50_p99(db["flat"][label]["fetch"]),
         )
         per_db(
-            f"send c1, {_queued(dbs, label)} queued elsewhere: p50 / p99 ms",
+            f"send c1, {_queued(dbs, label)} queued elsewhere: p50 / p99 ms{note}",
             lambda db, label=label: _p50_p99(db["flat"][label]["send"]),
         )
     per_db("purge of expired copies: s (expire + delete)", lambda db: _purge(db["purge"]))
@@ -325,6 +326,14 @@ def _rounds_note(dbs: dict, concurrency: int) -> str:
         point = _point(db.get("send", {}).get("points", []), concurrency)
         if point and len(point.get("rounds", ())) > 1:
             return f", median of {len(point['rounds'])} rounds"
+    return ""
+
+
+def _flat_rounds_note(dbs: dict, label: str) -> str:
+    for db in dbs.values():
+        rounds = db.get("flat", {}).get(label, {}).get("fetch", {}).get("rounds", ())
+        if len(rounds) > 1:
+            return f", median of {len(rounds)} rounds"
     return ""
 
 

@@ -124,6 +124,12 @@ def test_flat_cost_and_purge(smoke_results):
             # Every fetch returned the reader's full first page.
             fetch = db["flat"][case]["fetch"]
             assert fetch["counters"]["messages"] == 100 * fetch["requests"]
+            # The figures are the median round's of several.
+            for what in ("fetch", "send"):
+                kept = db["flat"][case][what]
+                p50s = sorted(r["latency_ms"]["p50"] for r in kept["rounds"])
+                assert len(p50s) == smoke_results["plan"]["rounds"] > 1
+                assert kept["latency_ms"]["p50"] == p50s[len(p50s) // 2]
         purge = db["purge"]
         if kind == "postgresql":
             # The load was written out before anything was measured on it.
