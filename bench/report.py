@@ -15,6 +15,7 @@ from .summary import (
     cpu_probes,
     fastest_cpu_probe,
     figures,
+    flat_rounds,
     ok_rate,
     thread_cpu_ms,
     verdicts,
@@ -548,9 +549,9 @@ def _in_process_comparison(
 
 
 def _flat_rounds(flat: dict) -> str:
-    """ ", the median of N rounds" when the flat-cost figures are medians."""
-    rounds = flat["large"]["fetch"].get("rounds", ())
-    return f", the median of {len(rounds)} rounds" if len(rounds) > 1 else ""
+    """', the median of N rounds' when the flat-cost figures are medians."""
+    rounds = flat_rounds(flat)
+    return f", the median of {rounds} rounds" if rounds > 1 else ""
 
 
 def _sqlite_sync(db: dict, c1: dict | None, c8: dict, sync: str) -> str:

@@ -577,9 +577,6 @@ class DatabaseRun:
         }
 
 
-# -- the whole run ------------------------------------------------------------
-
-
 def _median_by_p50(rounds: list[dict]) -> dict:
     """The round with the median p50 latency, with every round beside it."""
     middle = sorted(rounds, key=lambda r: r["latency_ms"]["p50"])[len(rounds) // 2]

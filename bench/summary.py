@@ -281,7 +281,7 @@ def figures(results: dict) -> list[tuple[str, dict[str, str]]]:
         lambda db: f"{db['drain']['messages_per_s']:,.0f}",
     )
     for label in ("small", "large"):
-        note = _flat_rounds_note(dbs, label)
+        note = _flat_rounds_note(dbs)
         per_db(
             f"first-page fetch (100), {_queued(dbs, label)} queued elsewhere: p50 / p99 ms{note}",
             lambda db, label=label: _p50_p99(db["flat"][label]["fetch"]),
@@ -329,12 +329,14 @@ def _rounds_note(dbs: dict, concurrency: int) -> str:
     return ""
 
 
-def _flat_rounds_note(dbs: dict, label: str) -> str:
-    for db in dbs.values():
-        rounds = db.get("flat", {}).get(label, {}).get("fetch", {}).get("rounds", ())
-        if len(rounds) > 1:
-            return f", median of {len(rounds)} rounds"
-    return ""
+def flat_rounds(flat: dict) -> int:
+    """How many rounds each flat-cost figure is the median of (1 before they were)."""
+    return len(flat.get("large", {}).get("fetch", {}).get("rounds", ())) or 1
+
+
+def _flat_rounds_note(dbs: dict) -> str:
+    rounds = max((flat_rounds(db["flat"]) for db in dbs.values() if "flat" in db), default=1)
+    return f", median of {rounds} rounds" if rounds > 1 else ""
 
 
 def _bare_beside(point: dict) -> str:
