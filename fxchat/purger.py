@@ -128,13 +128,14 @@ def _the_only_purge(engine) -> Iterator[bool]:
 def _purging_sessions(registry):
     """A session factory for the purge, and how to rest between its batches."""
     engine = registry["db_engine"]
-    if sqlite.database_file(engine) is None:
+    database = sqlite.database_file(engine)
+    if database is None:
         yield registry["dbsession_factory"], lambda seconds, wait: wait(seconds)
         return
     # SQLite: connections of the purge's own, which leave copying the WAL into
-    # the database file (checkpointing) to the rests between batches, outside
-    # the write lock. Otherwise the commit that takes the WAL past its limit
-    # does it while holding the lock, and it is often a send's.
+    # the database file (checkpointing) to the rests between batches, mostly
+    # outside the write lock. Otherwise the commit that takes the WAL past its
+    # limit does it while holding the lock, and it is often a send's.
     purging = get_engine(
         {"sqlalchemy.url": engine.url.render_as_string(hide_password=False)},
         db_timeout=registry.fxchat.db_timeout,
@@ -144,9 +145,6 @@ def _purging_sessions(registry):
     @event.listens_for(purging, "connect")
     def _connect(dbapi_connection, record):
         dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
-
-    database = sqlite.database_file(engine)
-    writers_queue = os.open(sqlite.writers_lock_file(database), os.O_RDWR | os.O_CREAT, 0o600)
 
     def checkpoint() -> None:
         """Copy the log into the database, the last few pages in the writers' queue.
@@ -168,11 +166,8 @@ def _purging_sessions(registry):
             copy("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             # What the checkpoint under the lock would otherwise sync there.
             group_commit.sync_file(database)
-            fcntl.flock(writers_queue, fcntl.LOCK_EX)
-            try:
+            with sqlite.writers_turn(connection):
                 copy("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            finally:
-                fcntl.flock(writers_queue, fcntl.LOCK_UN)
         finally:
             connection.close()
 
@@ -193,7 +188,6 @@ def _purging_sessions(registry):
             checkpoint()
         finally:
             purging.dispose()
-            os.close(writers_queue)
 
 
 class Purger:

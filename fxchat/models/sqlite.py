@@ -150,6 +150,19 @@ def _end_of_transaction(info: dict, log: group_commit.CommitLog | None) -> None:
 
 
 @contextmanager
+def writers_turn(connection: PooledConnection) -> Iterator[None]:
+    """Hold the writers' queue on ``connection`` without a transaction: no write
+    transaction runs meanwhile (a checkpoint then copies all of the log)."""
+    info = connection.info
+    _take_write_lock(info)
+    try:
+        yield
+    finally:
+        if info.pop(_LOCK_HELD, False):
+            fcntl.flock(info[_LOCK_FD], fcntl.LOCK_UN)
+
+
+@contextmanager
 def write_transaction(connection: PooledConnection) -> Iterator[None]:
     """A write transaction on a pooled connection (fxchat.models.prepared.pooled).
 
