@@ -1,15 +1,20 @@
 """The server purges by itself while it runs: a purger thread per process."""
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
+import pytest
 from sqlalchemy import func, select
 
 from fxchat import purger
 from fxchat.models import Body, Copy, CopyState, group_commit, sqlite
+from fxchat.models.prepared import pooled
 
 from .conftest import register
 
@@ -127,3 +132,82 @@ def test_a_sqlite_purge_checkpoint_copies_what_requests_wrote_meanwhile(
     with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file_only:
         in_file = {id for (id,) in file_only.execute("SELECT message_id FROM messages")}
     assert written_meanwhile[0] in in_file
+
+
+@contextlib.contextmanager
+def _writer_holding_the_lock(database: str):
+    """Another writer, mid-transaction: the writers' lock held on a descriptor of its own."""
+    descriptor = os.open(sqlite.writers_lock_file(database), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+def test_writers_turn_waits_for_the_writer_ahead_and_keeps_the_next_out(make_app, database_kind):
+    if database_kind != "sqlite":
+        return
+    app = make_app(purge_interval=0)
+    engine = app.app.registry["db_engine"]
+    in_turn, done = threading.Event(), threading.Event()
+
+    def take_turn() -> None:
+        with pooled(engine) as connection, sqlite.writers_turn(connection):
+            in_turn.set()
+            done.wait(10)
+
+    with _writer_holding_the_lock(sqlite.database_file(engine)) as ahead:
+        turn = threading.Thread(target=take_turn)
+        turn.start()
+        try:
+            assert not in_turn.wait(0.3), "took its turn while another writer held the lock"
+            fcntl.flock(ahead, fcntl.LOCK_UN)
+            assert in_turn.wait(10)
+            # The next writer queues behind it...
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(ahead, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            done.set()
+            turn.join(10)
+        # ...and gets it once the turn is over.
+        fcntl.flock(ahead, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_sqlite_purge_checkpoint_ends_in_the_writers_queue(make_app, database_kind, monkeypatch):
+    # The last copy of the log runs holding the writers' lock (so the next
+    # writer starts the log over): with a writer mid-transaction, the purge
+    # cannot end before that writer lets go.
+    if database_kind != "sqlite":
+        return
+    app = make_app(purge_interval=0)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    alice.send_to(bob, ttl=1)
+    path = sqlite.database_file(app.app.registry["db_engine"])
+    sync_file = group_commit.sync_file
+    released_at, letting_go = [], []
+    holding = contextlib.ExitStack()
+
+    def writer_arrives_while_syncing(synced: str) -> None:
+        # Between the copy beside the requests and the one in the queue.
+        if synced == path and not letting_go:
+            ahead = holding.enter_context(_writer_holding_the_lock(path))
+
+            def let_go() -> None:
+                time.sleep(0.3)
+                released_at.append(time.monotonic())
+                fcntl.flock(ahead, fcntl.LOCK_UN)
+
+            letting_go.append(threading.Thread(target=let_go))
+            letting_go[0].start()
+        sync_file(synced)
+
+    monkeypatch.setattr(group_commit, "sync_file", writer_arrives_while_syncing)
+    later = int(time.time() * 1000) + 5_000
+    with holding:
+        report = purger.run_purge(app.app.registry, now=later, wait=lambda seconds: None)
+        finished_at = time.monotonic()
+        for thread in letting_go:
+            thread.join(10)
+    assert report.expired_copies == 1
+    assert released_at and finished_at >= released_at[0]
