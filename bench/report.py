@@ -489,7 +489,16 @@ def explanations(results: dict) -> str:
                 "concurrency until the two cores run out; the backend processes compete "
                 "for them with the workers, which is what the time inside database calls "
                 "in the profile is: PostgreSQL's own work (the function's statements, its "
-                "indexes, the WAL flush of each commit) and the round trip."
+                "indexes, the WAL flush of each commit) and the round trip. Measured alone "
+                "on 2026-12-04 (pgbench, one connection, the machine otherwise idle), a call "
+                "of ``fxchat_send_v2`` cost its backend 0.34 to 0.35 ms of CPU (0.31 ms "
+                "without an Idempotency-Key), where a transaction that inserts one 1 KiB row "
+                "costs 0.08 ms. Taking out, together, the share lock on the addressed users, "
+                "the separate lock before the queue counters' update and the second count of "
+                "current devices brought it to 0.31 ms: a tenth, against what those "
+                "statements guarantee (a send never crosses a change of its recipients' "
+                "devices, and goes to exactly their current ones), so they stay. The "
+                "function is not where a send's time goes."
             )
             lines.append("")
         out.append("\n".join(lines))
