@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,16 @@ from .driver import SCENARIOS
 from .servers import ROOT
 
 DEFAULT_RESULTS = ROOT / "bench" / "results" / "latest.json"
+
+
+def _stop_as_on_ctrl_c(signum, frame):
+    """SIGTERM (``timeout``, a CI job cancelled, ``kill``) ends a run as Ctrl-C does.
+
+    Python's default would end the process at once: its servers would keep
+    running and its PostgreSQL database would stay. As an interrupt, the
+    run's ``finally`` blocks stop the servers and drop the database.
+    """
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         from . import driver, summary
+
+        signal.signal(signal.SIGTERM, _stop_as_on_ctrl_c)
 
         plan = driver.SMOKE if args.smoke else driver.FULL
         only = frozenset(args.only.split(",")) if args.only else driver.SCENARIOS

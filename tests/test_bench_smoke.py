@@ -9,15 +9,21 @@ the real runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
-from bench import driver, profiling, report, requestcpu, summary
+from bench import driver, profiling, report, requestcpu, servers, summary
 from bench.servers import BIN, WorkerModel
 
 pytestmark = pytest.mark.slow
@@ -294,3 +300,85 @@ def test_profile_summary_assigns_layers(tmp_path: Path):
     layers = {x["name"]: x["share"] for x in profile["layers"]}
     assert layers["database calls (driver, round trips, lock and fsync waits)"] == 0.75
     assert layers["JSON parse and render"] == 0.25
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if text in args:
+            found.append(args)
+    return found
+
+
+def _bench_databases() -> set[str]:
+    admin = sqlalchemy.create_engine(servers.POSTGRESQL_SERVER)
+    try:
+        with admin.connect() as connection:
+            return set(
+                connection.exec_driver_sql(
+                    "SELECT datname FROM pg_database WHERE starts_with(datname, 'fxchat_bench_')"
+                ).scalars()
+            )
+    finally:
+        admin.dispose()
+
+
+def test_a_run_stopped_by_sigterm_stops_its_servers_and_drops_its_database(tmp_path):
+    missing = _missing_tools()
+    if missing:
+        message = f"benchmark tools missing: {', '.join(missing)} (bash bench/setup.sh)"
+        if REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    on_postgresql = servers.postgresql_available() is None
+    before = _bench_databases() if on_postgresql else set()
+    raw = tmp_path / "raw"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "--smoke", "--only", "send", "--no-crypto"]
+        + ["--databases", "postgresql" if on_postgresql else "sqlite", "--raw", str(raw)],
+        cwd=servers.ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(120, run.kill)
+    watchdog.start()
+    try:
+        # Once accounts are being made, its server runs and its database exists.
+        for line in run.stderr:
+            if "creating accounts and devices" in line:
+                break
+        assert run.poll() is None, "the run ended before its server started"
+        assert _processes_mentioning(str(raw)), "no server of the run was found"
+        if on_postgresql:
+            assert _bench_databases() - before
+        run.send_signal(signal.SIGTERM)
+        run.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        if run.poll() is None:
+            run.kill()
+    left_running = _processes_mentioning(str(raw))
+    left_databases = _bench_databases() - before if on_postgresql else set()
+    _clean_up(raw, left_databases)
+    assert run.returncode != 0
+    assert not left_running
+    assert not left_databases
+
+
+def _clean_up(raw: Path, databases: set[str]) -> None:
+    """What a failed run left behind, so that a failing test does not leave it too."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError, ValueError):
+            if str(raw).encode() in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+    for name in databases:
+        servers._drop_postgresql_database(
+            sqlalchemy.engine.make_url(servers.POSTGRESQL_SERVER)
+            .set(database=name)
+            .render_as_string(hide_password=False)
+        )
