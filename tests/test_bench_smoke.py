@@ -39,14 +39,18 @@ def _missing_tools() -> list[str]:
     return missing
 
 
-@pytest.fixture(scope="module")
-def smoke_results(tmp_path_factory):
+def _require_tools() -> None:
     missing = _missing_tools()
     if missing:
         message = f"benchmark tools missing: {', '.join(missing)} (bash bench/setup.sh)"
         if REQUIRED:
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    _require_tools()
     raw = tmp_path_factory.mktemp("bench-raw")
     # Two small workers are enough to exercise the multi-process server.
     model = WorkerModel(workers=2, threads=2, source="smoke test")
@@ -302,15 +306,16 @@ def test_profile_summary_assigns_layers(tmp_path: Path):
     assert layers["JSON parse and render"] == 0.25
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
+def _processes_of_run(raw: Path) -> dict[int, str]:
+    """The command lines that name the run's raw directory: the run and its servers."""
+    found = {}
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # gone meanwhile
             continue
-        if text in args:
-            found.append(args)
+        if str(raw) in args:
+            found[int(cmdline.parent.name)] = args
     return found
 
 
@@ -328,12 +333,7 @@ def _bench_databases() -> set[str]:
 
 
 def test_a_run_stopped_by_sigterm_stops_its_servers_and_drops_its_database(tmp_path):
-    missing = _missing_tools()
-    if missing:
-        message = f"benchmark tools missing: {', '.join(missing)} (bash bench/setup.sh)"
-        if REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+    _require_tools()
     on_postgresql = servers.postgresql_available() is None
     before = _bench_databases() if on_postgresql else set()
     raw = tmp_path / "raw"
@@ -353,29 +353,28 @@ def test_a_run_stopped_by_sigterm_stops_its_servers_and_drops_its_database(tmp_p
             if "creating accounts and devices" in line:
                 break
         assert run.poll() is None, "the run ended before its server started"
-        assert _processes_mentioning(str(raw)), "no server of the run was found"
+        servers_running = [a for a in _processes_of_run(raw).values() if "gunicorn" in a]
+        assert servers_running, "no server of the run was found"
         if on_postgresql:
             assert _bench_databases() - before
         run.send_signal(signal.SIGTERM)
         run.communicate(timeout=60)
+        assert run.returncode != 0
+        assert not _processes_of_run(raw)
+        if on_postgresql:
+            assert _bench_databases() == before
     finally:
         watchdog.cancel()
         if run.poll() is None:
             run.kill()
-    left_running = _processes_mentioning(str(raw))
-    left_databases = _bench_databases() - before if on_postgresql else set()
-    _clean_up(raw, left_databases)
-    assert run.returncode != 0
-    assert not left_running
-    assert not left_databases
+        _clean_up(raw, _bench_databases() - before if on_postgresql else set())
 
 
 def _clean_up(raw: Path, databases: set[str]) -> None:
     """What a failed run left behind, so that a failing test does not leave it too."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError, ValueError):
-            if str(raw).encode() in cmdline.read_bytes():
-                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+    for pid in _processes_of_run(raw):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     for name in databases:
         servers._drop_postgresql_database(
             sqlalchemy.engine.make_url(servers.POSTGRESQL_SERVER)
