@@ -120,7 +120,14 @@ class WrkRun:
         # The CPU time of wrk itself, to show it is not the bottleneck: the
         # driver reaps no other child while it waits here.
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        stdout, stderr = self.process.communicate()
+        try:
+            stdout, stderr = self.process.communicate()
+        except BaseException:
+            # The run was stopped (Ctrl-C, SIGTERM): wrk stops now, not at
+            # the end of its duration against a server that is going away.
+            self.process.kill()
+            self.process.wait()
+            raise
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if self.log_dir is not None:

@@ -537,6 +537,12 @@ class DatabaseRun:
             finished = False
             purger.kill()
             stdout, stderr = purger.communicate()
+        except BaseException:
+            # The run was stopped (Ctrl-C, SIGTERM): so are the purge and its sends.
+            purger.kill()
+            purger.wait()
+            wrk.interrupt()
+            raise
         purge_s = time.monotonic() - purge_started
         wrk.interrupt()
         during = wrk.wait().as_json()

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from bench import driver, profiling, report, requestcpu, servers, summary
+from bench import driver, loadgen, profiling, report, requestcpu, servers, summary
 from bench.servers import BIN, WorkerModel
 
 pytestmark = pytest.mark.slow
@@ -381,3 +382,33 @@ def _clean_up(raw: Path, databases: set[str]) -> None:
             .set(database=name)
             .render_as_string(hide_password=False)
         )
+
+
+class _Stopped(Exception):
+    pass
+
+
+def test_a_stopped_run_stops_its_load_generator():
+    # Ctrl-C or SIGTERM arrives while the driver waits for wrk: wrk must not
+    # go on for the rest of its duration.
+    _require_tools()
+
+    def stop(signum, frame):
+        raise _Stopped()
+
+    # A server that takes connections and never answers: wrk waits on.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        run = loadgen.WrkRun("stopped", url, "get.lua", concurrency=1, duration_s=60)
+        previous = signal.signal(signal.SIGALRM, stop)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        try:
+            with pytest.raises(_Stopped):
+                run.wait()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            still_running = run.process.poll() is None
+            if still_running:
+                run.process.kill()
+        assert not still_running, "wrk was still running once the wait was stopped"
