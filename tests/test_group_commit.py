@@ -169,9 +169,22 @@ def test_with_synchronous_normal_there_is_no_group_commit(sqlite_app, syncs):
     assert syncs == []
 
 
+# Set in each process of the pool: its commits start once every process is
+# ready, so that they overlap. Started one by one, each process pays for its
+# imports first, and on a slow machine one could be done before the next begins.
+_start_together = None
+
+
+def _ready_to_commit(barrier) -> None:
+    global _start_together
+    _start_together = barrier
+
+
 def _commit_many(url: str, count: int) -> tuple[int, int]:
     """In a process of its own: ``count`` commits, each waited for; (commits, unsynced)."""
     engine = get_engine({"sqlalchemy.url": url})
+    if _start_together is not None:
+        _start_together.wait(timeout=60)
     log = sqlite.commit_log(engine.dialect)
     unsynced = 0
     for n in range(count):
@@ -192,7 +205,9 @@ def test_processes_committing_together_share_syncs(tmp_path):
     log = sqlite.commit_log(engine.dialect)
     before_commits, before_syncs = log.started, log.syncs
     spawn = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(4, mp_context=spawn) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        4, mp_context=spawn, initializer=_ready_to_commit, initargs=(spawn.Barrier(4),)
+    ) as pool:
         results = list(pool.map(_commit_many, [url] * 4, [150] * 4))
     assert sum(unsynced for _, unsynced in results) == 0
     commits = log.started - before_commits
