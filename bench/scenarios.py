@@ -261,10 +261,8 @@ class DatabaseRun:
             ok_rate(send, 201) / max(ok_rate(other, 200), 1e-9)
             for send, other in zip(rounds, bare_rounds, strict=True)
         ]
-        middle = sorted(range(len(rounds)), key=lambda i: ok_rate(rounds[i], 201))[len(rounds) // 2]
         return {
-            **rounds[middle],
-            "rounds": rounds,
+            **_median_round(rounds, key=lambda run: ok_rate(run, 201)),
             "bare_rounds": bare_rounds,
             "ratio_to_bare": round(sorted(ratios)[len(ratios) // 2], 4),
         }
@@ -472,8 +470,8 @@ class DatabaseRun:
             cases[label] = {
                 "queued_elsewhere": queued,
                 "load": load,
-                "fetch": _median_by_p50(fetches),
-                "send": _median_by_p50(sends),
+                "fetch": _median_round(fetches, key=_p50),
+                "send": _median_round(sends, key=_p50),
             }
         ratios = {
             f"{what}_{stat}": round(
@@ -583,7 +581,11 @@ class DatabaseRun:
         }
 
 
-def _median_by_p50(rounds: list[dict]) -> dict:
-    """The round with the median p50 latency, with every round beside it."""
-    middle = sorted(rounds, key=lambda r: r["latency_ms"]["p50"])[len(rounds) // 2]
+def _median_round(rounds: list[dict], *, key) -> dict:
+    """The round with the median ``key``, with every round beside it."""
+    middle = sorted(rounds, key=key)[len(rounds) // 2]
     return {**middle, "rounds": rounds}
+
+
+def _p50(run: dict) -> float:
+    return run["latency_ms"]["p50"]

@@ -280,8 +280,8 @@ def figures(results: dict) -> list[tuple[str, dict[str, str]]]:
         "drain (fetch 500 + ack 500), 1 device: msg/s",
         lambda db: f"{db['drain']['messages_per_s']:,.0f}",
     )
+    note = _flat_rounds_note(dbs)
     for label in ("small", "large"):
-        note = _flat_rounds_note(dbs)
         per_db(
             f"first-page fetch (100), {_queued(dbs, label)} queued elsewhere: p50 / p99 ms{note}",
             lambda db, label=label: _p50_p99(db["flat"][label]["fetch"]),
