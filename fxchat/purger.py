@@ -29,21 +29,27 @@ PACES = {
     # One writer at a time: batches short enough that a send waiting for one
     # is not held up for long, and a rest after each (half as long, and at
     # least the checkpoint) in which the writers queued behind it go first.
-    "sqlite": Pace(batch_seconds=0.005, rest=0.5, first_batch=20),
+    "sqlite": Pace(batch_seconds=0.0025, rest=0.5, first_batch=20),
     # Row locks: a send waits for a batch only if they share a device; the
     # rest leaves it the processors and the WAL it shares with the purge.
     "postgresql": Pace(batch_seconds=0.2, rest=0.5, first_batch=100),
 }
 # On SQLite, the shortest rest: time for a writer waiting on the lock to take it.
 HANDOVER_SECONDS = 0.001
-# On SQLite, batches between checkpoints of the purge's own. A batch writes
-# about 300 pages, many of them the same index pages as the batch before:
-# copying them into the database once for two batches writes a good part of
-# them once instead of twice, and two batches stay below the 1,000 pages at
-# which a send's commit would checkpoint them itself, inside the write lock
-# (three come close: sends' p99 during a purge was 19 ms with three, 13 to 15
-# with two; docs/performance.rst).
-BATCHES_PER_CHECKPOINT = 2
+# On SQLite, the pages in the log at which the purge copies it into the
+# database itself. A commit that leaves more than 1,000 pages in the log
+# (SQLite's wal_autocheckpoint) copies them there and then, holding the
+# writers' lock, and during a purge that is most often a send's: 15 to 30 ms.
+# A batch writes about a page per copy it deletes (each in another device's
+# part of the queue index), so how many pages a batch writes depends on the
+# machine's speed and the data, and only the log's own count keeps it under
+# that mark. Well under: a checkpoint's writes and sync of the database file
+# share the disk with the sends' syncs of the log, so the smaller each is,
+# the shorter a send waits behind it (at 400 pages, sends' p99 during a
+# purge was 2.8 to 3.1 times the p99 without; at 150, 1.8 to 2.0;
+# docs/performance.rst). At 2.5 ms a batch, that is a checkpoint after
+# nearly every batch on a 2-core machine; smaller batches share one.
+CHECKPOINT_PAGES = 150
 # PostgreSQL advisory lock held by the one purge running on a database
 # (any 64-bit number no other application on the database uses).
 PURGE_LOCK_KEY = 0x66786368_70757267  # "fxchpurg"
@@ -171,13 +177,11 @@ def _purging_sessions(registry):
         finally:
             connection.close()
 
-    batches = 0
-
     def rest(seconds: float, wait) -> object:
-        nonlocal batches
         started = time.perf_counter()
-        batches += 1
-        if batches % BATCHES_PER_CHECKPOINT == 0:
+        pages = sqlite.log_pages(database)
+        # Unknown (a wal-index this code cannot read): after every batch.
+        if pages is None or pages >= CHECKPOINT_PAGES:
             checkpoint()
         return wait(max(seconds - (time.perf_counter() - started), HANDOVER_SECONDS))
 

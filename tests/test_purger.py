@@ -89,16 +89,98 @@ def test_a_sqlite_purge_leaves_its_writes_checkpointed(make_app, database_kind):
         return
     app = make_app(purge_interval=0, purge_batch_size=1)
     alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
-    for _ in range(2 * purger.BATCHES_PER_CHECKPOINT + 1):
+    for _ in range(5):
         alice.send_to(bob, ttl=1)
     later = int(time.time() * 1000) + 5_000
     report = purger.run_purge(app.app.registry, now=later, wait=lambda seconds: None)
-    assert report.expired_copies == 2 * purger.BATCHES_PER_CHECKPOINT + 1
+    assert report.expired_copies == 5
     # The database file itself, without the log (immutable: no WAL read).
     path = sqlite.database_file(app.app.registry["db_engine"])
     with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file_only:
         states = file_only.execute("SELECT state, count(*) FROM copies GROUP BY state").fetchall()
     assert states == [(CopyState.EXPIRED, report.expired_copies)]
+
+
+def test_log_pages_is_what_sqlite_counts_in_its_log(make_app, database_kind):
+    if database_kind != "sqlite":
+        return
+    app = make_app(purge_interval=0)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    path = sqlite.database_file(app.app.registry["db_engine"])
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+        assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # not busy
+        assert sqlite.log_pages(path) == 0
+        alice.send_to(bob)
+        after_one = sqlite.log_pages(path)
+        alice.send_to(bob)
+        after_two = sqlite.log_pages(path)
+        assert 0 < after_one < after_two
+        # SQLite's own count, which a checkpoint reports: pages in the log, copied.
+        busy, in_log, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert (busy, in_log, copied) == (0, after_two, after_two)
+        assert sqlite.log_pages(path) == 0
+
+
+def test_log_pages_of_a_wal_index_it_cannot_read_is_unknown(tmp_path):
+    path = str(tmp_path / "fxchat.sqlite")
+    assert sqlite.log_pages(path) == 0  # no wal-index: no log in use
+    (tmp_path / "fxchat.sqlite-shm").write_bytes(bytes(136))  # never initialised
+    assert sqlite.log_pages(path) is None
+
+
+def _purge_counting_checkpoints(app, monkeypatch) -> tuple[purger.PurgeReport, list, list]:
+    """Purge; for each rest, the log's pages and the checkpoints made so far."""
+    path = sqlite.database_file(app.app.registry["db_engine"])
+    checkpoints, rests = [], []
+    sync_file = group_commit.sync_file
+
+    def counting(synced: str) -> None:
+        if synced == path:  # the database file: the purge's checkpoints
+            checkpoints.append(synced)
+        sync_file(synced)
+
+    def wait(seconds: float) -> None:
+        rests.append((sqlite.log_pages(path), len(checkpoints)))
+
+    monkeypatch.setattr(group_commit, "sync_file", counting)
+    later = int(time.time() * 1000) + 5_000
+    report = purger.run_purge(app.app.registry, now=later, wait=wait)
+    return report, checkpoints, rests
+
+
+def test_a_sqlite_purge_checkpoints_once_its_log_holds_enough_pages(
+    make_app, database_kind, monkeypatch
+):
+    # Never near the 1,000 pages at which a send's commit would checkpoint
+    # inside the writers' lock, and not after every batch either: small
+    # batches share a checkpoint.
+    if database_kind != "sqlite":
+        return
+    app = make_app(purge_interval=0, purge_batch_size=1)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    for _ in range(12):
+        alice.send_to(bob, ttl=1)
+    monkeypatch.setattr(purger, "CHECKPOINT_PAGES", 30)  # a batch of 1 writes about 10
+    report, _, rests = _purge_counting_checkpoints(app, monkeypatch)
+    assert report.expired_copies == 12 and len(rests) >= 11
+    assert max(pages for pages, _ in rests) < 30
+    in_rests = rests[-1][1]
+    assert 1 < in_rests < len(rests)
+
+
+def test_a_sqlite_purge_that_cannot_count_its_log_checkpoints_after_every_batch(
+    make_app, database_kind, monkeypatch
+):
+    if database_kind != "sqlite":
+        return
+    app = make_app(purge_interval=0, purge_batch_size=1)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    for _ in range(4):
+        alice.send_to(bob, ttl=1)
+    monkeypatch.setattr(sqlite, "log_pages", lambda database: None)
+    report, _, rests = _purge_counting_checkpoints(app, monkeypatch)
+    assert report.expired_copies == 4
+    assert [made for _, made in rests] == list(range(1, len(rests) + 1))
 
 
 def test_a_sqlite_purge_checkpoint_copies_what_requests_wrote_meanwhile(

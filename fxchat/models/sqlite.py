@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import struct
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,40 @@ def database_file(engine: Engine) -> str | None:
 def writers_lock_file(database: str) -> str:
     """The file whose ``flock`` queues the writers of the SQLite file ``database``."""
     return f"{database}-writers"
+
+
+# The wal-index header as SQLite's unix VFS lays it out at the start of the
+# "-shm" file (https://www.sqlite.org/walformat.html): two copies of a 48-byte
+# header, then the checkpoint information. Native byte order.
+_WAL_INDEX_VERSION = 3007000
+_WAL_INDEX = struct.Struct("=I4xI?xHII24x")  # iVersion, iChange, isInit, szPage, mxFrame, nPage
+_BACKFILLED = struct.Struct("=I")  # nBackfill, at offset 96
+
+
+def log_pages(database: str) -> int | None:
+    """Pages in the write-ahead log of ``database`` not yet copied into it; None if unknown.
+
+    SQLite exposes no count of the log's pages short of a checkpoint, so it is
+    read from the wal-index: its last valid frame less the frames copied. Read
+    without SQLite's locks, so a commit may be writing it meanwhile: SQLite
+    writes the header twice, and a count is given only when both copies agree
+    (as SQLite's own readers require). None for a wal-index of another layout.
+    """
+    try:
+        with open(f"{database}-shm", "rb") as shm:
+            start = shm.read(2 * _WAL_INDEX.size + _BACKFILLED.size)
+    except FileNotFoundError:
+        return 0  # no log in use: nothing to copy
+    except OSError:
+        return None
+    if len(start) < 2 * _WAL_INDEX.size + _BACKFILLED.size:
+        return None
+    header, copy = start[: _WAL_INDEX.size], start[_WAL_INDEX.size : 2 * _WAL_INDEX.size]
+    version, _change, initialised, _page_size, frames, _pages = _WAL_INDEX.unpack(header)
+    if header != copy or version != _WAL_INDEX_VERSION or not initialised:
+        return None
+    (backfilled,) = _BACKFILLED.unpack_from(start, 2 * _WAL_INDEX.size)
+    return max(frames - backfilled, 0)
 
 
 def commit_log(dialect: Dialect) -> group_commit.CommitLog | None:
