@@ -65,8 +65,10 @@ _BACKFILLED = struct.Struct("=I")  # nBackfill, at offset 96
 def log_pages(database: str) -> int | None:
     """Pages in the write-ahead log of ``database`` not yet copied into it; None if unknown.
 
-    SQLite exposes no count of the log's pages short of a checkpoint, so it is
-    read from the wal-index: its last valid frame less the frames copied. Read
+    Counted as SQLite counts them for its automatic checkpoint: frames, one per
+    page a commit wrote, so a page written by two commits counts twice. SQLite
+    exposes no such count short of a checkpoint, so it is read from the
+    wal-index: its last valid frame less the frames copied. Read
     without SQLite's locks, so a commit may be writing it meanwhile: SQLite
     writes the header twice, and a count is given only when both copies agree
     (as SQLite's own readers require). None for a wal-index of another layout.
