@@ -815,10 +815,15 @@ def _other_explanations(results: dict) -> str:
                     "slow sends come in bursts, about one per batch (46 and 41 bursts of "
                     "sends over 4 ms, server-side, for 41 batches in two runs), and they "
                     "wait rather than compute (0.4 to 0.6 ms of CPU in 4 to 12 ms), so they "
-                    "most likely wait on something of each batch, its commit or its locks; "
-                    "but since neither the length of a batch, nor the processors, nor the "
-                    "volume of its log changed the p99, what they wait on is not "
-                    "established, and the target stays missed."
+                    "wait on something of each batch. Sampled from ``pg_stat_activity`` "
+                    "every 2 ms through one such run, the sends' backends were waiting "
+                    "mostly in the sync of the log (``IO:WALSync``, 31 of 48 samples), while"
+                    " the purge's wrote data pages out of PostgreSQL's 128 MB of shared "
+                    "buffers (this machine's default, which the purge's pages do not fit) "
+                    "and read others in. Most likely the sends' syncs queue at the disk "
+                    "behind those writes, which the kernel writes back in its own time "
+                    "whatever the purge's pace; that is not established, and the target "
+                    "stays missed."
                 )
             )
     crypto = results.get("crypto")
