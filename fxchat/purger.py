@@ -29,7 +29,7 @@ PACES = {
     # One writer at a time: batches short enough that a send waiting for one
     # is not held up for long, and a rest after each (half as long, and at
     # least the checkpoint) in which the writers queued behind it go first.
-    "sqlite": Pace(batch_seconds=0.0025, rest=0.5, first_batch=20),
+    "sqlite": Pace(batch_seconds=0.002, rest=0.5, first_batch=20),
     # Row locks: a send waits for a batch only if they share a device; the
     # rest leaves it the processors and the WAL it shares with the purge.
     "postgresql": Pace(batch_seconds=0.2, rest=0.5, first_batch=100),
@@ -45,9 +45,9 @@ HANDOVER_SECONDS = 0.001
 # machine's speed and the data, and only the log's own count keeps it under
 # that mark. Well under: a checkpoint's writes and sync of the database file
 # share the disk with the sends' syncs of the log, so the smaller each is,
-# the shorter a send waits behind it (at 400 pages, sends' p99 during a
-# purge was 2.8 to 3.1 times the p99 without; at 150, 1.8 to 2.0;
-# docs/performance.rst). At 2.5 ms a batch, that is a checkpoint after
+# the shorter a send waits behind it (with 3 ms batches, sends' p99 during
+# a purge was 2.8 to 3.1 times the p99 without at 400 pages, 1.9 to 2.0 at
+# 150; docs/performance.rst). At 2 ms a batch, that is a checkpoint after
 # nearly every batch on a 2-core machine; smaller batches share one.
 CHECKPOINT_PAGES = 150
 # PostgreSQL advisory lock held by the one purge running on a database
