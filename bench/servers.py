@@ -167,6 +167,11 @@ def _create_postgresql_database() -> str:
         raise DatabaseUnavailable(str(error.orig)) from None
     finally:
         admin.dispose()
+    return postgresql_database_url(name)
+
+
+def postgresql_database_url(name: str) -> str:
+    """The URL of the database ``name`` on the benchmark PostgreSQL server."""
     return (
         sqlalchemy.engine.make_url(POSTGRESQL_SERVER)
         .set(database=name)

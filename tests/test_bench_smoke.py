@@ -377,11 +377,7 @@ def _clean_up(raw: Path, databases: set[str]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for name in databases:
-        servers._drop_postgresql_database(
-            sqlalchemy.engine.make_url(servers.POSTGRESQL_SERVER)
-            .set(database=name)
-            .render_as_string(hide_password=False)
-        )
+        servers._drop_postgresql_database(servers.postgresql_database_url(name))
 
 
 class _Stopped(Exception):

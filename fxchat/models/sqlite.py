@@ -60,6 +60,7 @@ def writers_lock_file(database: str) -> str:
 _WAL_INDEX_VERSION = 3007000
 _WAL_INDEX = struct.Struct("=I4xI?xHII24x")  # iVersion, iChange, isInit, szPage, mxFrame, nPage
 _BACKFILLED = struct.Struct("=I")  # nBackfill, at offset 96
+_WAL_INDEX_START = 2 * _WAL_INDEX.size + _BACKFILLED.size
 
 
 def log_pages(database: str) -> int | None:
@@ -75,12 +76,12 @@ def log_pages(database: str) -> int | None:
     """
     try:
         with open(f"{database}-shm", "rb") as shm:
-            start = shm.read(2 * _WAL_INDEX.size + _BACKFILLED.size)
+            start = shm.read(_WAL_INDEX_START)
     except FileNotFoundError:
         return 0  # no log in use: nothing to copy
     except OSError:
         return None
-    if len(start) < 2 * _WAL_INDEX.size + _BACKFILLED.size:
+    if len(start) < _WAL_INDEX_START:
         return None
     header, copy = start[: _WAL_INDEX.size], start[_WAL_INDEX.size : 2 * _WAL_INDEX.size]
     version, _change, initialised, _page_size, frames, _pages = _WAL_INDEX.unpack(header)
