@@ -782,7 +782,7 @@ def _other_explanations(results: dict) -> str:
                     "writes; the shorter a batch, the shorter a send waits for the lock; "
                     "both cost the purge its speed, which the 60 s target bounds: 2 ms and "
                     "150 pages are the defaults, since the page of 19:06 UTC. On this run's "
-                    "AMD machine the same purge is slower by half: 2 ms of statements delete"
+                    "AMD machine the same purge is slower by half: a batch of 2 ms deletes"
                     " 7 messages there (70 copies), and timed through a run of the purge "
                     "alone (2026-12-04, 20:11 UTC) its 6,321 checkpoints took 34 of its 70 "
                     "s: the copy beside the requests 1 to 4 ms each, the sync of the "
