@@ -566,6 +566,19 @@ def _in_process_comparison(
     )
 
 
+def _pace(purge: dict, kind: str) -> str:
+    """How the run's purge was paced, as its results record it."""
+    # Runs before the pace was recorded: what it was then.
+    pace = purge.get("pace") or {"batch_seconds": 0.002 if kind == "sqlite" else 0.2, "rest": 0.5}
+    rest = {0.5: "half as long", 1.0: "as long", 2.0: "twice as long"}.get(
+        pace["rest"], f"{pace['rest']:g} times as long"
+    )
+    why = (
+        "where each holds the only write lock" if kind == "sqlite" else "where only rows are locked"
+    )
+    return f"{pace['batch_seconds'] * 1000:g} ms, {why}, each followed by a rest {rest}"
+
+
 def _flat_rounds(flat: dict) -> str:
     """', the median of N rounds' when the flat-cost figures are medians."""
     rounds = flat_rounds(flat)
@@ -739,14 +752,9 @@ def _other_explanations(results: dict) -> str:
                 f"{delete.get('seconds', 0):.0f} s of statements; slowest batch "
                 f"{delete.get('slowest_batch_s', 0):.2f} s), then expires what is left "
                 f"({expire.get('rows', 0):,} copies). Batches are sized to last a target time "
-                f"(``fxchat.purger.PACES``: "
-                + (
-                    "2 ms on SQLite, where each holds the only write lock"
-                    if kind == "sqlite"
-                    else "200 ms on PostgreSQL, where only rows are locked"
-                )
-                + f", at most {purge['batch_size']} rows) and followed by a rest half as long, so "
-                f"that requests go on meanwhile. Sends during the purge: p99 "
+                f"(``fxchat.purger.PACES``: {_pace(purge, kind)}, at most "
+                f"{purge['batch_size']} rows) so that requests go on meanwhile. Sends during "
+                f"the purge: p99 "
                 f"{purge['send_during_purge']['latency_ms']['p99']:.0f} ms against "
                 f"{purge['send_without_purge']['latency_ms']['p99']:.0f} ms without."
                 + (

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fxchat.purger import PACES
 from fxchat.settings import Settings
 
 from . import bulkload, loadgen, machine, profiling, requestcpu, storage
@@ -569,9 +570,11 @@ class DatabaseRun:
             f"{self.kind}: purge {report}; sends during it: p99 "
             f"{during['latency_ms']['p99']} ms vs {quiet['latency_ms']['p99']} ms"
         )
+        pace = PACES[self.kind]
         return {
             "loaded": load,
             "batch_size": Settings().purge_batch_size,
+            "pace": {"batch_seconds": pace.batch_seconds, "rest": pace.rest},
             "report": report,
             "send_without_purge": quiet,
             "send_during_purge": during,
