@@ -6,18 +6,23 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+import sqlalchemy.exc
 import webtest
+from sqlalchemy import text
 
 from fxchat import main
 from fxchat.models import CopyState
 from fxchat.purger import run_purge
-from fxchat.services.retention import Pace
+from fxchat.services.retention import Pace, count_fewer_queued
 
 from .. import databases
-from ..conftest import TEST_SETTINGS, register
+from ..conftest import TEST_SETTINGS, empty_database, register
 from .checks import (
     DAY,
     NOTHING_STORED,
@@ -355,3 +360,59 @@ def test_purge_command(tmp_path: Path):
         summary["deleted_idempotency_keys"],
     ) == (0, 0, 0)
     app.app.registry["db_engine"].dispose()
+
+
+def test_the_purge_locks_queue_counters_in_the_order_sends_do(postgresql_url, _engines):
+    """PostgreSQL: devices' rows are locked in primary-key order, as sends lock them.
+
+    A purge batch lowers many devices' counters at once; were it to lock them
+    in another order than sends, a send and a batch sharing two devices could
+    each hold one and wait for the other. Here a send's lock on the lowest
+    device stops the batch before it has locked any other.
+    """
+    app = webtest.TestApp(
+        main({}, **{"sqlalchemy.url": empty_database(postgresql_url, _engines)}, **TEST_SETTINGS)
+    )
+    for user in ("alice@example.com", "bob@example.com", "carol@example.com"):
+        register(app, user)
+    engine = app.app.registry["db_engine"]
+    lowest, *others = sorted(device["pk"] for device in rows(app, "devices"))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE devices SET queued = 5"))
+
+    lock = text("SELECT pk FROM devices WHERE pk = :pk FOR NO KEY UPDATE")
+    sender = engine.connect()
+    sender.begin()
+    sender.execute(lock, {"pk": lowest})
+    failures = []
+
+    def batch():
+        try:
+            with engine.begin() as connection:
+                count_fewer_queued(
+                    connection, Counter({pk: 2 for pk in [*reversed(others), lowest]})
+                )
+        except Exception as error:  # reported below, in the test's thread
+            failures.append(error)
+
+    batch_thread = threading.Thread(target=batch)
+    batch_thread.start()
+    try:
+        time.sleep(0.3)  # the batch is now waiting for the lowest device
+        assert batch_thread.is_alive()
+        with engine.connect() as probe, probe.begin():
+            for pk in others:
+                try:
+                    probe.execute(text(f"{lock.text} NOWAIT"), {"pk": pk})
+                except sqlalchemy.exc.OperationalError:
+                    pytest.fail(f"the batch locked device {pk} before device {lowest}")
+    finally:
+        sender.rollback()
+        sender.close()
+        batch_thread.join(timeout=10)
+    assert not failures
+    assert {device["pk"]: device["queued"] for device in rows(app, "devices")} == {
+        pk: 3 for pk in [lowest, *others]
+    }
+    app.app.registry["fxchat.purger"].stop()
+    engine.dispose()
