@@ -51,10 +51,13 @@ _EXPIRED_COPIES = (
     .with_for_update(skip_locked=True)
 )
 _EXPIRED_COPIES_OF_DEVICES = _EXPIRED_COPIES.where(COPIES.c.device_pk.in_(_expanding("device_pks")))
-_EXPIRE = (
+_EXPIRED = dict(state=CopyState.EXPIRED, encrypted_aes_key=None, msg_sig=None, msg_pub_key=None)
+_EXPIRE = update(COPIES).where(COPIES.c.pk.in_(_expanding("copy_pks"))).values(**_EXPIRED)
+# PostgreSQL: the batch's copies as one array parameter (see _MESSAGE_PK_ARRAY).
+_EXPIRE_POSTGRESQL = (
     update(COPIES)
-    .where(COPIES.c.pk.in_(_expanding("copy_pks")))
-    .values(state=CopyState.EXPIRED, encrypted_aes_key=None, msg_sig=None, msg_pub_key=None)
+    .where(COPIES.c.pk == any_(bindparam("copy_pks", type_=ARRAY(BigInteger))))
+    .values(**_EXPIRED)
 )
 _COUNT_FEWER_QUEUED = (
     update(DEVICES)
@@ -252,7 +255,8 @@ def expire_copies(
     if not rows:
         return 0
     # Locked (FOR UPDATE), so still pending.
-    connection.execute(_EXPIRE, {"copy_pks": [pk for pk, _, _ in rows]})
+    expire = _EXPIRE_POSTGRESQL if connection.dialect.name == "postgresql" else _EXPIRE
+    connection.execute(expire, {"copy_pks": [pk for pk, _, _ in rows]})
     count_fewer_queued(connection, Counter(device_pk for _, device_pk, _ in rows))
     drop_unneeded_bodies(dbsession, [message_pk for _, _, message_pk in rows])
     return len(rows)
