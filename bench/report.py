@@ -575,8 +575,7 @@ def _in_process_comparison(
 
 def _pace(purge: dict, kind: str) -> str:
     """How the run's purge was paced, as its results record it."""
-    # Runs before the pace was recorded: what it was then.
-    pace = purge.get("pace") or {"batch_seconds": 0.002 if kind == "sqlite" else 0.2, "rest": 0.5}
+    pace = purge["pace"]
     rest = {0.5: "half as long", 1.0: "as long", 2.0: "twice as long"}.get(
         pace["rest"], f"{pace['rest']:g} times as long"
     )

@@ -41,6 +41,16 @@ def _expanding(name: str):
     return bindparam(name, expanding=True)
 
 
+def _any_of(column, name: str):
+    """PostgreSQL: ``column = ANY(array)``, the values as one array parameter.
+
+    An expanding IN renders a placeholder per value (thousands in a batch of
+    the purge), which the purge's process spent most of its time rendering
+    and parsing, and PostgreSQL parsing and planning again for every batch.
+    """
+    return column == any_(bindparam(name, type_=ARRAY(BigInteger)))
+
+
 # The statements of the purge, built once.
 _EXPIRED_COPIES = (
     select(COPIES.c.pk, COPIES.c.device_pk, COPIES.c.message_pk)
@@ -51,13 +61,12 @@ _EXPIRED_COPIES = (
     .with_for_update(skip_locked=True)
 )
 _EXPIRED_COPIES_OF_DEVICES = _EXPIRED_COPIES.where(COPIES.c.device_pk.in_(_expanding("device_pks")))
-_EXPIRED = dict(state=CopyState.EXPIRED, encrypted_aes_key=None, msg_sig=None, msg_pub_key=None)
-_EXPIRE = update(COPIES).where(COPIES.c.pk.in_(_expanding("copy_pks"))).values(**_EXPIRED)
-# PostgreSQL: the batch's copies as one array parameter (see _MESSAGE_PK_ARRAY).
+_EXPIRED_VALUES = dict(
+    state=CopyState.EXPIRED, encrypted_aes_key=None, msg_sig=None, msg_pub_key=None
+)
+_EXPIRE = update(COPIES).where(COPIES.c.pk.in_(_expanding("copy_pks"))).values(**_EXPIRED_VALUES)
 _EXPIRE_POSTGRESQL = (
-    update(COPIES)
-    .where(COPIES.c.pk == any_(bindparam("copy_pks", type_=ARRAY(BigInteger))))
-    .values(**_EXPIRED)
+    update(COPIES).where(_any_of(COPIES.c.pk, "copy_pks")).values(**_EXPIRED_VALUES)
 )
 _COUNT_FEWER_QUEUED = (
     update(DEVICES)
@@ -87,20 +96,23 @@ _COUNT_FEWER_QUEUED_FOR_MESSAGES = (
 )
 _DELETE_PENDING_COPIES = delete(COPIES).where(_OF_THE_MESSAGES, COPIES.c.state == PENDING)
 _DELETE_COPIES = delete(COPIES).where(_OF_THE_MESSAGES)
-_DELETE_IDEMPOTENCY_KEYS = delete(IDEMPOTENCY_KEYS).where(
-    IDEMPOTENCY_KEYS.c.message_pk.in_(_expanding("message_pks"))
+# What goes with the messages after their copies, children first, per database.
+_OF_MESSAGES = (
+    (IDEMPOTENCY_KEYS, IDEMPOTENCY_KEYS.c.message_pk),
+    (BODIES, BODIES.c.message_pk),
+    (MESSAGES, MESSAGES.c.pk),
 )
-_DELETE_BODIES = delete(BODIES).where(BODIES.c.message_pk.in_(_expanding("message_pks")))
-_DELETE_MESSAGES = delete(MESSAGES).where(MESSAGES.c.pk.in_(_expanding("message_pks")))
-
-# PostgreSQL: the batch's messages as one array parameter. An expanding IN
-# renders a placeholder per message (thousands in a batch of the purge), which
-# the purge's process spent most of its time rendering and parsing, and
-# PostgreSQL parsing and planning again for every batch.
-_MESSAGE_PK_ARRAY = bindparam("message_pks", type_=ARRAY(BigInteger))
+_DELETE_WITH_MESSAGES = {
+    "sqlite": [
+        delete(table).where(column.in_(_expanding("message_pks"))) for table, column in _OF_MESSAGES
+    ],
+    "postgresql": [
+        delete(table).where(_any_of(column, "message_pks")) for table, column in _OF_MESSAGES
+    ],
+}
 _DELETED_COPIES = (
     delete(COPIES)
-    .where(COPIES.c.message_pk == any_(_MESSAGE_PK_ARRAY))
+    .where(_any_of(COPIES.c.message_pk, "message_pks"))
     # The state each copy had when it was deleted, after any concurrent
     # expiry of it by a send's sweep.
     .returning(COPIES.c.device_pk, COPIES.c.state)
@@ -113,11 +125,6 @@ _DELETE_COPIES_COUNTING_PENDING = (
     .where(_DELETED_COPIES.c.state == PENDING)
     .group_by(_DELETED_COPIES.c.device_pk)
 )
-_DELETE_IDEMPOTENCY_KEYS_POSTGRESQL = delete(IDEMPOTENCY_KEYS).where(
-    IDEMPOTENCY_KEYS.c.message_pk == any_(_MESSAGE_PK_ARRAY)
-)
-_DELETE_BODIES_POSTGRESQL = delete(BODIES).where(BODIES.c.message_pk == any_(_MESSAGE_PK_ARRAY))
-_DELETE_MESSAGES_POSTGRESQL = delete(MESSAGES).where(MESSAGES.c.pk == any_(_MESSAGE_PK_ARRAY))
 # PostgreSQL: the devices' counters of a batch in two statements instead of
 # one per device. The rows are locked first in primary-key order, as sends
 # lock them, so that the two never deadlock; then updated together.
@@ -329,15 +336,11 @@ def delete_old_messages(dbsession: Session, *, before: int, batch_size: int) -> 
         connection.execute(_COUNT_FEWER_QUEUED_FOR_MESSAGES, params)
         pending = connection.execute(_DELETE_PENDING_COPIES, params).rowcount
         connection.execute(_DELETE_COPIES, params)
-        connection.execute(_DELETE_IDEMPOTENCY_KEYS, params)
-        connection.execute(_DELETE_BODIES, params)
-        connection.execute(_DELETE_MESSAGES, params)
     else:
         per_device.update(dict(connection.execute(_DELETE_COPIES_COUNTING_PENDING, params).all()))
         pending = per_device.total()
-        connection.execute(_DELETE_IDEMPOTENCY_KEYS_POSTGRESQL, params)
-        connection.execute(_DELETE_BODIES_POSTGRESQL, params)
-        connection.execute(_DELETE_MESSAGES_POSTGRESQL, params)
+    for statement in _DELETE_WITH_MESSAGES[connection.dialect.name]:
+        connection.execute(statement, params)
     # Last, so that the devices' rows, which sends lock, are held the shortest.
     count_fewer_queued(connection, per_device)
     return DeletedMessages(len(message_pks), pending)
