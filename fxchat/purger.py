@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pyramid.events import NewRequest
 from sqlalchemy import event, text
 
-from .models import get_engine, get_session_factory, group_commit, sqlite
+from .models import get_engine, get_session_factory, sqlite
 from .services.retention import Pace, PurgeReport, purge
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def _purging_sessions(registry):
             copy = connection.driver_connection.execute
             copy("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             # What the checkpoint under the lock would otherwise sync there.
-            group_commit.sync_file(database)
+            sqlite.sync_database_file(database)
             with sqlite.writers_turn(connection):
                 copy("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         finally:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from fxchat import purger
-from fxchat.models import Body, Copy, CopyState, group_commit, sqlite
+from fxchat.models import Body, Copy, CopyState, sqlite
 from fxchat.models.prepared import pooled
 
 from .conftest import register
@@ -132,17 +132,16 @@ def _purge_counting_checkpoints(app, monkeypatch) -> tuple[purger.PurgeReport, l
     """Purge; for each rest, the log's pages and the checkpoints made so far."""
     path = sqlite.database_file(app.app.registry["db_engine"])
     checkpoints, rests = [], []
-    sync_file = group_commit.sync_file
+    sync_database_file = sqlite.sync_database_file
 
     def counting(synced: str) -> None:
-        if synced == path:  # the database file: the purge's checkpoints
-            checkpoints.append(synced)
-        sync_file(synced)
+        checkpoints.append(synced)  # the database file: the purge's checkpoints
+        sync_database_file(synced)
 
     def wait(seconds: float) -> None:
         rests.append((sqlite.log_pages(path), len(checkpoints)))
 
-    monkeypatch.setattr(group_commit, "sync_file", counting)
+    monkeypatch.setattr(sqlite, "sync_database_file", counting)
     later = int(time.time() * 1000) + 5_000
     report = purger.run_purge(app.app.registry, now=later, wait=wait)
     return report, checkpoints, rests
@@ -195,18 +194,17 @@ def test_a_sqlite_purge_checkpoint_copies_what_requests_wrote_meanwhile(
     alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
     alice.send_to(bob, ttl=1)
     written_meanwhile = []
-    sync_file = group_commit.sync_file
+    sync_database_file = sqlite.sync_database_file
     path = sqlite.database_file(app.app.registry["db_engine"])
 
     def send_while_syncing(synced: str) -> None:
-        # Between copying the log and syncing the database file: a send,
-        # once (its own commit's sync comes through here too).
-        if synced == path and not written_meanwhile:
+        # Between copying the log and syncing the database file: a send, once.
+        if not written_meanwhile:
             written_meanwhile.append(None)
             written_meanwhile[0] = alice.send_to(bob)
-        sync_file(synced)
+        sync_database_file(synced)
 
-    monkeypatch.setattr(group_commit, "sync_file", send_while_syncing)
+    monkeypatch.setattr(sqlite, "sync_database_file", send_while_syncing)
     later = int(time.time() * 1000) + 5_000
     report = purger.run_purge(app.app.registry, now=later, wait=lambda seconds: None)
 
@@ -266,13 +264,13 @@ def test_a_sqlite_purge_checkpoint_ends_in_the_writers_queue(make_app, database_
     alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
     alice.send_to(bob, ttl=1)
     path = sqlite.database_file(app.app.registry["db_engine"])
-    sync_file = group_commit.sync_file
+    sync_database_file = sqlite.sync_database_file
     released_at, letting_go = [], []
     holding = contextlib.ExitStack()
 
     def writer_arrives_while_syncing(synced: str) -> None:
         # Between the copy beside the requests and the one in the queue.
-        if synced == path and not letting_go:
+        if not letting_go:
             ahead = holding.enter_context(_writer_holding_the_lock(path))
 
             def let_go() -> None:
@@ -282,9 +280,9 @@ def test_a_sqlite_purge_checkpoint_ends_in_the_writers_queue(make_app, database_
 
             letting_go.append(threading.Thread(target=let_go))
             letting_go[0].start()
-        sync_file(synced)
+        sync_database_file(synced)
 
-    monkeypatch.setattr(group_commit, "sync_file", writer_arrives_while_syncing)
+    monkeypatch.setattr(sqlite, "sync_database_file", writer_arrives_while_syncing)
     later = int(time.time() * 1000) + 5_000
     with holding:
         report = purger.run_purge(app.app.registry, now=later, wait=lambda seconds: None)

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import os
 import struct
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,8 +76,7 @@ def log_pages(database: str) -> int | None:
     (as SQLite's own readers require). None for a wal-index of another layout.
     """
     try:
-        with open(f"{database}-shm", "rb") as shm:
-            start = shm.read(_WAL_INDEX_START)
+        start = os.pread(_kept_open(f"{database}-shm"), _WAL_INDEX_START, 0)
     except FileNotFoundError:
         return 0  # no log in use: nothing to copy
     except OSError:
@@ -89,6 +89,41 @@ def log_pages(database: str) -> int | None:
         return None
     (backfilled,) = _BACKFILLED.unpack_from(start, 2 * _WAL_INDEX.size)
     return max(frames - backfilled, 0)
+
+
+def sync_database_file(database: str) -> None:
+    """Write what was copied into the SQLite file ``database`` to disk (``fdatasync``)."""
+    os.fdatasync(_kept_open(database))
+
+
+# SQLite locks a database's files with POSIX advisory locks, and a process
+# loses all of its locks on a file when it closes any descriptor of that file
+# (https://www.sqlite.org/howtocorrupt.html, 2.2): a read of the wal-index
+# that opened and closed it would drop this process's readers' and writer's
+# locks in it, and another process could start the log over under them. So
+# fxchat reads the wal-index and syncs the database file through descriptors
+# it opens once per process and keeps open while the file is there.
+_kept: dict[str, tuple[int, int]] = {}  # path: (descriptor, inode)
+_kept_lock = threading.Lock()
+
+
+def _kept_open(path: str) -> int:
+    """This process's descriptor of ``path``, opened once (FileNotFoundError if none)."""
+    inode = os.stat(path).st_ino
+    kept = _kept.get(path)
+    if kept is not None and kept[1] == inode:
+        return kept[0]
+    with _kept_lock:
+        kept = _kept.get(path)
+        if kept is None or kept[1] != inode:
+            descriptor = os.open(path, os.O_RDONLY)
+            _kept[path] = (descriptor, os.fstat(descriptor).st_ino)
+            if kept is not None:
+                # The file was replaced: SQLite deletes the wal-index with the
+                # last connection to the database, so no lock is left on it.
+                os.close(kept[0])
+            kept = _kept[path]
+        return kept[0]
 
 
 def commit_log(dialect: Dialect) -> group_commit.CommitLog | None:
