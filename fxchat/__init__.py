@@ -46,7 +46,6 @@ def make_config(settings: dict) -> Configurator:
     config.include(".security")
     config.include(".ratelimit")
     config.include(".purger")
-    config.include(".checkpointer")
     config.add_request_method(now_ms, "now", reify=True)
     config.add_subscriber(_expose_route, ContextFound)
     config.add_tween(

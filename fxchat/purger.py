@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pyramid.events import NewRequest
 from sqlalchemy import event, text
 
-from .models import checkpoints, get_engine, get_session_factory, sqlite
+from .models import get_engine, get_session_factory, sqlite
 from .services.retention import Pace, PurgeReport, purge
 
 logger = logging.getLogger(__name__)
@@ -27,9 +27,9 @@ logger = logging.getLogger(__name__)
 # How hard a purge pushes on each database (docs/operations.rst, "Purging").
 PACES = {
     # One writer at a time: batches short enough that a send waiting for one
-    # is not held up for long, and a rest after each (as long, and at least
-    # the checkpoint) in which the writers queued behind it go first.
-    "sqlite": Pace(batch_seconds=0.002, rest=1.0, first_batch=20),
+    # is not held up for long, and a rest after each (half as long, and at
+    # least the checkpoint) in which the writers queued behind it go first.
+    "sqlite": Pace(batch_seconds=0.002, rest=0.5, first_batch=20),
     # Row locks: a send waits for a batch only if they share a device. But
     # while a batch runs, its backend takes a processor and fills the log
     # that every commit syncs: short batches with twice their time of rest
@@ -39,18 +39,19 @@ PACES = {
 # On SQLite, the shortest rest: time for a writer waiting on the lock to take it.
 HANDOVER_SECONDS = 0.001
 # On SQLite, the pages in the log at which the purge copies it into the
-# database itself, as a share of ``fxchat.sqlite_checkpoint_pages``, the size
-# at which the server's checkpointer does (fxchat.checkpointer). Below it, so
-# that during a purge the server's thread stands by: the purge copies in its
-# rests, when it writes nothing, where the server's thread would copy beside
-# its batches, chasing what they add (in a run of the purge alone, sends'
-# p99 during it was then 18 ms, against 6 to 7; docs/performance.rst).
-OWN_CHECKPOINT_SHARE = 0.5
-# With SQLite's own checkpoint (``sqlite_checkpoint_pages = 0``), which a
-# commit makes once the log holds 1,000 pages, holding the writers' lock
-# (during a purge most often a send's: 15 to 30 ms), the purge copies the log
-# well before: at 2 ms a batch, after nearly every one.
-CHECKPOINT_PAGES_UNDER_SQLITES = 150
+# database itself. A commit that leaves more than 1,000 pages in the log
+# (SQLite's wal_autocheckpoint) copies them there and then, holding the
+# writers' lock, and during a purge that is most often a send's: 15 to 30 ms.
+# A batch writes about a page per copy it deletes (each in another device's
+# part of the queue index), so how many pages a batch writes depends on the
+# machine's speed and the data, and only the log's own count keeps it under
+# that mark. Well under: a checkpoint's writes and sync of the database file
+# share the disk with the sends' syncs of the log, so the smaller each is,
+# the shorter a send waits behind it (with 3 ms batches, sends' p99 during
+# a purge was 2.8 to 3.1 times the p99 without at 400 pages, 1.9 to 2.0 at
+# 150; docs/performance.rst). At 2 ms a batch, that is a checkpoint after
+# nearly every batch on a 2-core machine; smaller batches share one.
+CHECKPOINT_PAGES = 150
 # PostgreSQL advisory lock held by the one purge running on a database
 # (any 64-bit number no other application on the database uses).
 PURGE_LOCK_KEY = 0x66786368_70757267  # "fxchpurg"
@@ -139,39 +140,58 @@ def _purging_sessions(registry):
     if database is None:
         yield registry["dbsession_factory"], lambda seconds, wait: wait(seconds)
         return
-    # SQLite: connections of the purge's own, which never copy the log into
-    # the database file (checkpoint) in a commit, holding the writers' lock:
-    # the purge does it in its rests (fxchat.models.checkpoints).
-    settings = registry.fxchat
+    # SQLite: connections of the purge's own, which leave copying the WAL into
+    # the database file (checkpointing) to the rests between batches, mostly
+    # outside the write lock. Otherwise the commit that takes the WAL past its
+    # limit does it while holding the lock, and it is often a send's.
     purging = get_engine(
         {"sqlalchemy.url": engine.url.render_as_string(hide_password=False)},
-        db_timeout=settings.db_timeout,
-        sqlite_synchronous=settings.sqlite_synchronous,
+        db_timeout=registry.fxchat.db_timeout,
+        sqlite_synchronous=registry.fxchat.sqlite_synchronous,
     )
 
     @event.listens_for(purging, "connect")
     def _connect(dbapi_connection, record):
         dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
-    if settings.sqlite_checkpoint_pages:
-        own_checkpoint_pages = int(OWN_CHECKPOINT_SHARE * settings.sqlite_checkpoint_pages)
-    else:
-        own_checkpoint_pages = CHECKPOINT_PAGES_UNDER_SQLITES
+    def checkpoint() -> None:
+        """Copy the log into the database, the last few pages in the writers' queue.
+
+        Copying the purge's pages and syncing the database file take the
+        time (the disk writes every page a batch changed), so they run beside
+        the requests. But SQLite starts the log over only after a checkpoint
+        that copied all of it, which one beside writers seldom does; the log
+        then grows, and every commit past its 1,000 pages checkpoints inside
+        the write lock (where sends spent 15 to 30 ms). So what requests wrote
+        meanwhile is copied holding the lock: the next writer finds the log
+        all copied and starts it over.
+        """
+        # On the driver's connection: SQLAlchemy's would begin a transaction,
+        # and so take the write lock, first.
+        connection = purging.raw_connection()
+        try:
+            copy = connection.driver_connection.execute
+            copy("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            # What the checkpoint under the lock would otherwise sync there.
+            sqlite.sync_database_file(database)
+            with sqlite.writers_turn(connection):
+                copy("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            connection.close()
 
     def rest(seconds: float, wait) -> object:
         started = time.perf_counter()
         pages = sqlite.log_pages(database)
         # Unknown (a wal-index this code cannot read): after every batch.
-        if pages is None or pages >= own_checkpoint_pages:
-            checkpoints.copy_log(purging, database)
+        if pages is None or pages >= CHECKPOINT_PAGES:
+            checkpoint()
         return wait(max(seconds - (time.perf_counter() - started), HANDOVER_SECONDS))
 
     try:
         yield get_session_factory(purging), rest
     finally:
         try:
-            # All of it in the database file when the purge returns.
-            checkpoints.copy_log(purging, database, wait=True)
+            checkpoint()
         finally:
             purging.dispose()
 

@@ -51,13 +51,6 @@ def as_optional_positive_float(value: Any) -> float | None:
     return number
 
 
-def as_count(value: Any) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"not a count: {value!r}")
-    return number
-
-
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str
@@ -101,9 +94,6 @@ SETTINGS: tuple[Setting, ...] = (
             "Most rows per purge transaction; batches are sized by time below that."),
     Setting("sqlite_synchronous", as_choice("full", "normal"), "full",
             "SQLite: ``full`` survives power loss; ``normal``, faster, only process crashes."),
-    Setting("sqlite_checkpoint_pages", as_count, 8000,
-            "SQLite: pages in the write-ahead log at which a server thread copies it into"
-            " the database beside the writers; 0: SQLite's own checkpoint, in a commit."),
     Setting("db_timeout", int, 5,
             "Seconds to wait for the database (connect, lock, statement) before answering 503."),
     Setting("pg_random_page_cost", as_optional_positive_float, 1.1,

@@ -103,7 +103,6 @@ def make_app(clean_database):
     yield make
     for app in apps:
         app.app.registry["fxchat.purger"].stop()
-        app.app.registry["fxchat.checkpointer"].stop()
         app.app.registry["db_engine"].dispose()
 
 

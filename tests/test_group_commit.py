@@ -33,7 +33,6 @@ def sqlite_app(sqlite_url, _engines):
 
     yield make
     for app in apps:
-        app.app.registry["fxchat.checkpointer"].stop()
         app.app.registry["db_engine"].dispose()
 
 

@@ -24,7 +24,6 @@ def get_engine(
     *,
     db_timeout: int = 5,
     sqlite_synchronous: str = "full",
-    sqlite_checkpoint_pages: int = 0,
     pg_random_page_cost: float | None = 1.1,
     prefix: str = "sqlalchemy.",
 ) -> Engine:
@@ -66,7 +65,7 @@ def get_engine(
         options["pool_timeout"] = db_timeout
     engine = engine_from_config(settings, prefix, **options)
     if engine.dialect.name == "sqlite":
-        sqlite.configure(engine, sqlite_synchronous, sqlite_checkpoint_pages)
+        sqlite.configure(engine, sqlite_synchronous)
     else:
         # A connection the server closed (a restart, an idle timeout) is
         # noticed before a request uses it, not as that request's error.
@@ -125,7 +124,6 @@ def includeme(config) -> None:
         settings,
         db_timeout=fxchat.db_timeout,
         sqlite_synchronous=fxchat.sqlite_synchronous,
-        sqlite_checkpoint_pages=fxchat.sqlite_checkpoint_pages,
         pg_random_page_cost=fxchat.pg_random_page_cost,
     )
     session_factory = get_session_factory(engine)

@@ -131,15 +131,7 @@ def commit_log(dialect: Dialect) -> group_commit.CommitLog | None:
     return _commit_logs.get(dialect)
 
 
-# SQLite's own checkpoint, in the commit that takes the log past this many
-# times the pages at which fxchat copies the log itself (fxchat.checkpointer):
-# only if that copy falls this far behind, or no server is running one.
-AUTOCHECKPOINT_TIMES = 2
-
-
-def configure(engine: Engine, synchronous: str, checkpoint_pages: int = 0) -> None:
-    """Set up SQLite's connections; ``checkpoint_pages``: fxchat copies the log
-    itself at that many pages (0: SQLite does, in a commit, at its 1,000)."""
+def configure(engine: Engine, synchronous: str) -> None:
     database = database_file(engine)
     on_disk = database is not None
     # FULL: a commit is on disk before the client hears 201, by a group
@@ -159,9 +151,6 @@ def configure(engine: Engine, synchronous: str, checkpoint_pages: int = 0) -> No
         if on_disk:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={'NORMAL' if log else synchronous.upper()}")
-            if checkpoint_pages:
-                pages = AUTOCHECKPOINT_TIMES * checkpoint_pages
-                cursor.execute(f"PRAGMA wal_autocheckpoint={pages:d}")
             # One lock-file descriptor per connection: flock() locks belong to
             # open files, so connections of one process queue like others.
             record.info[_LOCK_FD] = os.open(

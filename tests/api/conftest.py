@@ -44,7 +44,6 @@ def module_app(request, database_kind, database_url):
         request.getfixturevalue("_postgresql_fast_commits")
     app = _build(database_url)
     yield app
-    app.app.registry["fxchat.checkpointer"].stop()
     app.app.registry["db_engine"].dispose()
 
 

@@ -332,7 +332,6 @@ def test_purge_command(tmp_path: Path):
     alice.post(
         "/v1/messages", alice.envelope(bob, ttl=60), headers={"Idempotency-Key": "k"}, status=201
     )
-    app.app.registry["fxchat.checkpointer"].stop()
     app.app.registry["db_engine"].dispose()
     ini = tmp_path / "purge.ini"
     ini.write_text(INI.format(url=url))
