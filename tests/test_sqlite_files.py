@@ -24,6 +24,8 @@ def _locks_held(*paths: Path) -> set[tuple[str, str, str, str]]:
     names = {os.stat(path).st_ino: path.name for path in paths}
     held = set()
     for line in Path("/proc/locks").read_text().splitlines():
+        if "->" in line:
+            continue  # a lock someone waits for, not one held
         _, kind, _, mode, pid, device_inode, first, last = line.split()[:8]
         inode = int(device_inode.rsplit(":", 1)[1])
         if kind == "POSIX" and pid == str(os.getpid()) and inode in names:
