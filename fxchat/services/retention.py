@@ -128,9 +128,11 @@ _DELETE_COPIES_COUNTING_PENDING = (
 # PostgreSQL: the devices' counters of a batch in two statements instead of
 # one per device. The rows are locked first in primary-key order, as sends
 # lock them, so that the two never deadlock; then updated together.
-_LOCK_DEVICES_POSTGRESQL = text(
-    "SELECT pk FROM devices WHERE pk = ANY (CAST(:device_pks AS bigint[])) "
-    "ORDER BY pk FOR NO KEY UPDATE"
+_LOCK_DEVICES_POSTGRESQL = (
+    select(DEVICES.c.pk)
+    .where(_any_of(DEVICES.c.pk, "device_pks"))
+    .order_by(DEVICES.c.pk)
+    .with_for_update(key_share=True)  # FOR NO KEY UPDATE
 )
 _COUNT_FEWER_QUEUED_POSTGRESQL = text(
     "UPDATE devices SET queued = devices.queued - f.fewer "
