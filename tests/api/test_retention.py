@@ -362,6 +362,25 @@ def test_purge_command(tmp_path: Path):
     app.app.registry["db_engine"].dispose()
 
 
+def _wait_until_a_backend_waits_for_a_row_lock(engine, thread, *, seconds: float = 10) -> None:
+    """Return once a backend of this database waits for a lock (the batch, on the lowest device).
+
+    Checking the other devices' locks any earlier would prove nothing: the
+    batch might not have tried to lock anything yet.
+    """
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + seconds
+    with engine.connect() as watcher:
+        while not watcher.scalar(waiting):
+            assert thread.is_alive(), "the batch ended without waiting for the lowest device"
+            assert time.monotonic() < deadline, "the batch never waited for a lock"
+            watcher.rollback()  # a fresh snapshot of pg_stat_activity
+            time.sleep(0.01)
+
+
 def test_the_purge_locks_queue_counters_in_the_order_sends_do(postgresql_url, _engines):
     """PostgreSQL: devices' rows are locked in primary-key order, as sends lock them.
 
@@ -398,8 +417,7 @@ def test_the_purge_locks_queue_counters_in_the_order_sends_do(postgresql_url, _e
     batch_thread = threading.Thread(target=batch)
     batch_thread.start()
     try:
-        time.sleep(0.3)  # the batch is now waiting for the lowest device
-        assert batch_thread.is_alive()
+        _wait_until_a_backend_waits_for_a_row_lock(engine, batch_thread)
         with engine.connect() as probe, probe.begin():
             for pk in others:
                 try:
