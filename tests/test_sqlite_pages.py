@@ -1,0 +1,87 @@
+"""SQLite: a new database is made with fxchat's page size; an existing one keeps its own."""
+
+import contextlib
+import sqlite3
+
+import webtest
+
+from fxchat import main
+from fxchat.models import sqlite
+
+from . import databases
+from .api.checks import rows
+from .conftest import TEST_SETTINGS, register
+
+SQLITES_DEFAULT_PAGE_SIZE = 4096
+
+
+def _page_size(path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        return connection.execute("PRAGMA page_size").fetchone()[0]
+
+
+def _exchange_a_message(url: str) -> None:
+    app = webtest.TestApp(main({}, **{"sqlalchemy.url": url, **TEST_SETTINGS}))
+    try:
+        alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+        sent = alice.send_to(bob)
+        assert [message["id"] for message in bob.inbox()] == [sent]
+        bob.ack(sent)
+        assert bob.inbox() == []
+    finally:
+        app.app.registry["fxchat.purger"].stop()
+        app.app.registry["db_engine"].dispose()
+
+
+def test_a_new_database_has_fxchats_page_size(tmp_path):
+    assert sqlite.PAGE_SIZE != SQLITES_DEFAULT_PAGE_SIZE
+    url = databases.sqlite_url(tmp_path)
+    databases.migrate(url)  # as make serve and fxchat's deployment docs create it
+    path = tmp_path / "fxchat.sqlite"
+    assert _page_size(path) == sqlite.PAGE_SIZE
+    _exchange_a_message(url)
+    assert _page_size(path) == sqlite.PAGE_SIZE
+
+
+def test_an_existing_database_keeps_its_page_size(tmp_path):
+    # Made before fxchat chose its own: SQLite ignores the setting once a
+    # file has tables, and the database works as before.
+    path = tmp_path / "fxchat.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute(f"PRAGMA page_size={SQLITES_DEFAULT_PAGE_SIZE}")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE made_earlier (x)")
+    url = databases.sqlite_url(tmp_path)
+    databases.migrate(url)
+    _exchange_a_message(url)
+    assert _page_size(path) == SQLITES_DEFAULT_PAGE_SIZE
+
+
+def test_an_existing_database_converts_as_the_operations_guide_says(tmp_path):
+    path = tmp_path / "fxchat.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute(f"PRAGMA page_size={SQLITES_DEFAULT_PAGE_SIZE}")
+        connection.execute("PRAGMA journal_mode=WAL")
+    url = databases.sqlite_url(tmp_path)
+    databases.migrate(url)
+    _exchange_a_message(url)
+    # docs/operations.rst, "Purging": with the server stopped.
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        for statement in (
+            "PRAGMA journal_mode=DELETE",
+            f"PRAGMA page_size={sqlite.PAGE_SIZE}",
+            "VACUUM",
+            "PRAGMA journal_mode=WAL",
+        ):
+            connection.execute(statement)
+    assert _page_size(path) == sqlite.PAGE_SIZE
+    app = webtest.TestApp(main({}, **{"sqlalchemy.url": url, **TEST_SETTINGS}))
+    try:
+        # What was there before the conversion still is.
+        assert len(rows(app, "users")) == 2
+        carol, dave = register(app, "carol@example.com"), register(app, "dave@example.com")
+        sent = carol.send_to(dave)
+        assert [message["id"] for message in dave.inbox()] == [sent]
+    finally:
+        app.app.registry["fxchat.purger"].stop()
+        app.app.registry["db_engine"].dispose()
