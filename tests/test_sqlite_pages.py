@@ -15,6 +15,14 @@ from .conftest import TEST_SETTINGS, register
 SQLITES_DEFAULT_PAGE_SIZE = 4096
 
 
+def _made_with_sqlites_default_pages(path) -> None:
+    """A database file made before fxchat chose its page size: WAL, one table."""
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute(f"PRAGMA page_size={SQLITES_DEFAULT_PAGE_SIZE}")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE made_earlier (x)")
+
+
 def _page_size(path) -> int:
     with contextlib.closing(sqlite3.connect(path)) as connection:
         return connection.execute("PRAGMA page_size").fetchone()[0]
@@ -44,13 +52,9 @@ def test_a_new_database_has_fxchats_page_size(tmp_path):
 
 
 def test_an_existing_database_keeps_its_page_size(tmp_path):
-    # Made before fxchat chose its own: SQLite ignores the setting once a
-    # file has tables, and the database works as before.
+    # SQLite ignores the setting once a file has tables; the database works as before.
     path = tmp_path / "fxchat.sqlite"
-    with contextlib.closing(sqlite3.connect(path)) as connection:
-        connection.execute(f"PRAGMA page_size={SQLITES_DEFAULT_PAGE_SIZE}")
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("CREATE TABLE made_earlier (x)")
+    _made_with_sqlites_default_pages(path)
     url = databases.sqlite_url(tmp_path)
     databases.migrate(url)
     _exchange_a_message(url)
@@ -59,12 +63,11 @@ def test_an_existing_database_keeps_its_page_size(tmp_path):
 
 def test_an_existing_database_converts_as_the_operations_guide_says(tmp_path):
     path = tmp_path / "fxchat.sqlite"
-    with contextlib.closing(sqlite3.connect(path)) as connection:
-        connection.execute(f"PRAGMA page_size={SQLITES_DEFAULT_PAGE_SIZE}")
-        connection.execute("PRAGMA journal_mode=WAL")
+    _made_with_sqlites_default_pages(path)
     url = databases.sqlite_url(tmp_path)
     databases.migrate(url)
     _exchange_a_message(url)
+    assert _page_size(path) == SQLITES_DEFAULT_PAGE_SIZE
     # docs/operations.rst, "Purging": with the server stopped.
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as connection:
         for statement in (

@@ -362,7 +362,7 @@ def test_purge_command(tmp_path: Path):
     app.app.registry["db_engine"].dispose()
 
 
-def _wait_until_a_backend_waits_for_a_row_lock(engine, thread, *, seconds: float = 10) -> None:
+def _wait_until_a_backend_waits_for_a_lock(engine, thread, *, seconds: float = 10) -> None:
     """Return once a backend of this database waits for a lock (the batch, on the lowest device).
 
     Checking the other devices' locks any earlier would prove nothing: the
@@ -417,7 +417,7 @@ def test_the_purge_locks_queue_counters_in_the_order_sends_do(postgresql_url, _e
     batch_thread = threading.Thread(target=batch)
     batch_thread.start()
     try:
-        _wait_until_a_backend_waits_for_a_row_lock(engine, batch_thread)
+        _wait_until_a_backend_waits_for_a_lock(engine, batch_thread)
         with engine.connect() as probe, probe.begin():
             for pk in others:
                 try:
