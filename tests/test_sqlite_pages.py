@@ -2,6 +2,7 @@
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 
 import webtest
 
@@ -28,17 +29,24 @@ def _page_size(path) -> int:
         return connection.execute("PRAGMA page_size").fetchone()[0]
 
 
-def _exchange_a_message(url: str) -> None:
+@contextlib.contextmanager
+def _app_on(url: str) -> Iterator[webtest.TestApp]:
+    """The app on the database at ``url``, its connections closed afterwards."""
     app = webtest.TestApp(main({}, **{"sqlalchemy.url": url, **TEST_SETTINGS}))
     try:
+        yield app
+    finally:
+        app.app.registry["fxchat.purger"].stop()
+        app.app.registry["db_engine"].dispose()
+
+
+def _exchange_a_message(url: str) -> None:
+    with _app_on(url) as app:
         alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
         sent = alice.send_to(bob)
         assert [message["id"] for message in bob.inbox()] == [sent]
         bob.ack(sent)
         assert bob.inbox() == []
-    finally:
-        app.app.registry["fxchat.purger"].stop()
-        app.app.registry["db_engine"].dispose()
 
 
 def test_a_new_database_has_fxchats_page_size(tmp_path):
@@ -78,13 +86,9 @@ def test_an_existing_database_converts_as_the_operations_guide_says(tmp_path):
         ):
             connection.execute(statement)
     assert _page_size(path) == sqlite.PAGE_SIZE
-    app = webtest.TestApp(main({}, **{"sqlalchemy.url": url, **TEST_SETTINGS}))
-    try:
+    with _app_on(url) as app:
         # What was there before the conversion still is.
         assert len(rows(app, "users")) == 2
         carol, dave = register(app, "carol@example.com"), register(app, "dave@example.com")
         sent = carol.send_to(dave)
         assert [message["id"] for message in dave.inbox()] == [sent]
-    finally:
-        app.app.registry["fxchat.purger"].stop()
-        app.app.registry["db_engine"].dispose()
