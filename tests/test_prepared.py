@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from fxchat.database_errors import is_unavailable
 from fxchat.models import get_engine
@@ -97,6 +97,22 @@ def test_execute_many(engine):
 
 
 _ADD_USER_NO_RETURN = Prepared(insert(USERS).values(_VALUES))
+_FORGET_USERS_BEFORE = Prepared(delete(USERS).where(USERS.c.created_at < bindparam("before")))
+
+
+def test_execute_counting_says_how_many_rows_changed(engine):
+    with engine.begin() as connection:
+        _ADD_USER_NO_RETURN.execute_many(
+            connection,
+            [
+                {"user_id": name, "created_at": at}
+                for name, at in (("ann", 1), ("bob", 2), ("cy", 3))
+            ],
+        )
+        assert _FORGET_USERS_BEFORE.execute_counting(connection, {"before": 3}) == 2
+        assert _FORGET_USERS_BEFORE.execute_counting(connection, {"before": 3}) == 0
+        rows = _USERS_NAMED.execute(connection, {"user_ids": ["ann", "bob", "cy"]})
+    assert rows == [("cy",)]
 
 
 def test_a_value_left_to_a_python_default_is_refused(engine):

@@ -4,11 +4,13 @@ SQLAlchemy's execution of a statement (execution context, parameter
 processing, events, result object) costs 20 to 70 µs; sqlite3 runs a
 one-row lookup or insert in 2 to 10 µs, and a send on SQLite is nine statements. The
 statements of the requests that every client makes all the time (send,
-authentication) are still written in Core, so that SQLAlchemy renders them
-for each dialect, but each is compiled once per dialect and list length
-and run with the DBAPI cursor of the connection: the session's own (the
-same transaction) or one taken from the pool for a statement or a short
-transaction of its own (:func:`pooled`), with none of the per-statement work.
+authentication, fetch, acknowledgement), and those of the purge's batches on
+SQLite, which hold its only write lock, are still written in Core, so that
+SQLAlchemy renders them for each dialect, but each is compiled once per
+dialect and list length and run with the DBAPI cursor of the connection: the
+session's own (the same transaction) or one taken from the pool for a
+statement or a short transaction of its own (:func:`pooled`), with none of
+the per-statement work.
 
 Column defaults computed in Python are not applied: a statement names every
 value it writes (one that does not is refused when first compiled).
@@ -216,6 +218,15 @@ class Prepared:
         rendering = self._rendering(connection.dialect, values)
         return _on_driver(connection, rendering.sql, rendering.parameters(values), rendering.run)
 
+    def execute_counting(
+        self, connection: Connection | PooledConnection, values: Mapping[str, Any]
+    ) -> int:
+        """Run on ``connection``; how many rows it changed (an UPDATE's or a DELETE's)."""
+        rendering = self._rendering(connection.dialect, values)
+        return _on_driver(
+            connection, rendering.sql, rendering.parameters(values), _execute_and_count
+        )
+
     def execute_many(
         self, connection: Connection | PooledConnection, rows: Sequence[Mapping[str, Any]]
     ) -> None:
@@ -249,6 +260,11 @@ def _execute_and_fetch_binary(cursor, sql, parameters) -> list[tuple]:
 def _execute(cursor, sql, parameters) -> list[tuple]:
     cursor.execute(sql, parameters)
     return []
+
+
+def _execute_and_count(cursor, sql, parameters) -> int:
+    cursor.execute(sql, parameters)
+    return cursor.rowcount
 
 
 # Where a driver connection keeps its one cursor (in the pool's dictionary of

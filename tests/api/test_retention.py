@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy.exc
 import webtest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 
 from fxchat import main
-from fxchat.models import CopyState
+from fxchat.models import CopyState, prepared
 from fxchat.purger import run_purge
 from fxchat.services.retention import Pace, count_fewer_queued
 
@@ -284,6 +285,54 @@ def test_batches_start_small_and_grow_while_they_are_quick(make_app):
     assert report.batches == 5 + 2  # and one for each of the other steps
     assert stored_counts(app) == NOTHING_STORED
     assert queue_counters(app)[bob.device_id] == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "after_ms, step, rows",
+    [(60_000, "expired_copies", 40), (60_000 + RETENTION_MS, "deleted_messages", 20)],
+    ids=["expiry", "deletion"],
+)
+def test_the_purge_runs_the_same_statements_whatever_the_batch_size(make_app, after_ms, step, rows):
+    # The same SQL for a batch of 2 rows as for one of 8: compiled once and
+    # found in the driver's statement cache, not rendered with a placeholder
+    # per row and prepared again for each size, inside SQLite's only write
+    # lock (docs/performance.rst, "Purge (SQLite)").
+    app = make_app(purge_batch_size=100)
+    freeze_clock(app)
+    alice, bob = register(app, "alice@example.com"), register(app, "bob@example.com")
+    phone = bob.add_device()
+    for _ in range(20):
+        alice.send_to(bob, phone, ttl=60)
+    batches: list[list[str]] = [[]]
+
+    def record(statement: str) -> None:
+        batches[-1].append(" ".join(statement.split()))
+
+    def on_cursor(conn, cursor, statement, parameters, context, executemany):
+        record(statement)
+
+    def rest(seconds: float) -> bool:
+        batches.append([])
+        return False
+
+    # Statements through SQLAlchemy, and those run on the driver (prepared).
+    event.listen(Engine, "before_cursor_execute", on_cursor)
+    prepared.observers.append(record)
+    try:
+        report = run_purge(
+            app.app.registry,
+            now=START_MS + after_ms,
+            pace=Pace(batch_seconds=60, first_batch=1),
+            wait=rest,
+        )
+    finally:
+        prepared.observers.remove(record)
+        event.remove(Engine, "before_cursor_execute", on_cursor)
+
+    assert report.as_json()[step] == rows
+    # Batches of 1, 2, 4 and 8 rows, each followed by a rest, and more after.
+    _first, second, *others = batches[:4]
+    assert second and all(batch == second for batch in others)
 
 
 def test_an_interrupted_purge_goes_on_where_it_stopped(make_app):
