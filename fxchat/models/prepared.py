@@ -230,8 +230,16 @@ class Prepared:
     def execute_many(
         self, connection: Connection | PooledConnection, rows: Sequence[Mapping[str, Any]]
     ) -> None:
-        """Run once per row of ``rows`` (no IN lists, no results), with the driver's executemany."""
+        """Run once per row of ``rows`` (no IN lists, no results), with the driver's executemany.
+
+        A single row is run as one statement: psycopg's executemany costs
+        it about 35 us more of CPU, on the acknowledgement's and the send's
+        paths, where one row is the rule.
+        """
         rendering = self._rendering(connection.dialect, rows[0])
+        if len(rows) == 1:
+            _on_driver(connection, rendering.sql, rendering.parameters(rows[0]), _execute)
+            return
         parameters = [rendering.parameters(row) for row in rows]
         _on_driver(
             connection, rendering.sql, parameters, lambda cursor, sql, p: cursor.executemany(sql, p)

@@ -38,10 +38,6 @@ from ..models.tables import BODIES, COPIES, DEVICES, IDEMPOTENCY_KEYS, MESSAGES,
 logger = logging.getLogger(__name__)
 
 
-def _expanding(name: str):
-    return bindparam(name, expanding=True)
-
-
 def _any_of(column, name: str):
     """PostgreSQL: ``column = ANY(array)``, the values as one array parameter.
 
@@ -79,21 +75,36 @@ _EXPIRED_COPIES = (
     # Concurrent sweeps share the work.
     .with_for_update(skip_locked=True)
 )
-_EXPIRED_COPIES_OF_DEVICES = _EXPIRED_COPIES.where(COPIES.c.device_pk.in_(_expanding("device_pks")))
 _EXPIRED_VALUES = dict(
     state=CopyState.EXPIRED, encrypted_aes_key=None, msg_sig=None, msg_pub_key=None
 )
-_EXPIRE_POSTGRESQL = (
-    update(COPIES).where(_any_of(COPIES.c.pk, "copy_pks")).values(**_EXPIRED_VALUES)
-)
-# SQLite: the same, run on the driver (see _in_json_list).
-_EXPIRED_COPIES_SQLITE = Prepared(_EXPIRED_COPIES)
-_EXPIRED_COPIES_OF_DEVICES_SQLITE = Prepared(
-    _EXPIRED_COPIES.where(_in_json_list(COPIES.c.device_pk, "device_pks"))
-)
-_EXPIRE_SQLITE = Prepared(
-    update(COPIES).where(_in_json_list(COPIES.c.pk, "copy_pks")).values(**_EXPIRED_VALUES)
-)
+
+
+@dataclass(frozen=True)
+class _Expiry:
+    """A database's statements of the expiry, and how they take a list of keys."""
+
+    of_all_devices: Prepared  # pending copies past their expiry
+    of_devices: Prepared  # the same, in the queues of ``device_pks``
+    expire: Prepared  # expires ``copy_pks``
+    keys: Callable[[Iterable[int]], object]
+
+
+def _expiry(in_list: Callable, keys: Callable) -> _Expiry:
+    """``in_list(column, name)`` matches a column against the list parameter ``name``."""
+    return _Expiry(
+        Prepared(_EXPIRED_COPIES),
+        Prepared(_EXPIRED_COPIES.where(in_list(COPIES.c.device_pk, "device_pks"))),
+        Prepared(update(COPIES).where(in_list(COPIES.c.pk, "copy_pks")).values(**_EXPIRED_VALUES)),
+        keys,
+    )
+
+
+_EXPIRY = {
+    "sqlite": _expiry(_in_json_list, _json_list),
+    "postgresql": _expiry(_any_of, list),
+}
+
 # One device at a time (SQLite, or a single device on PostgreSQL).
 _COUNT_FEWER_QUEUED = Prepared(
     update(DEVICES)
@@ -286,25 +297,16 @@ def expire_copies(
     """
     params = {"now": now, "size": batch_size}
     connection = dbsession.connection()
-    if connection.dialect.name == "sqlite":
-        if device_pks:
-            params["device_pks"] = _json_list(device_pks)
-            rows = _EXPIRED_COPIES_OF_DEVICES_SQLITE.execute(connection, params)
-        else:
-            rows = _EXPIRED_COPIES_SQLITE.execute(connection, params)
-        if not rows:
-            return 0
-        _EXPIRE_SQLITE.execute(connection, {"copy_pks": _json_list(pk for pk, _, _ in rows)})
+    expiry = _EXPIRY[connection.dialect.name]
+    if device_pks:
+        params["device_pks"] = expiry.keys(device_pks)
+        rows = expiry.of_devices.execute(connection, params)
     else:
-        if device_pks:
-            params["device_pks"] = list(device_pks)
-            rows = connection.execute(_EXPIRED_COPIES_OF_DEVICES, params).all()
-        else:
-            rows = connection.execute(_EXPIRED_COPIES, params).all()
-        if not rows:
-            return 0
-        # Locked (FOR UPDATE), so still pending.
-        connection.execute(_EXPIRE_POSTGRESQL, {"copy_pks": [pk for pk, _, _ in rows]})
+        rows = expiry.of_all_devices.execute(connection, params)
+    if not rows:
+        return 0
+    # Locked (FOR UPDATE), so still pending.
+    expiry.expire.execute(connection, {"copy_pks": expiry.keys(pk for pk, _, _ in rows)})
     count_fewer_queued(connection, Counter(device_pk for _, device_pk, _ in rows))
     drop_unneeded_bodies(dbsession, [message_pk for _, _, message_pk in rows])
     return len(rows)
