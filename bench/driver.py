@@ -52,6 +52,9 @@ class Plan:
     # median round is the figure: this machine's speed drifts by a third
     # within minutes, and one run would give whichever moment it met.
     rounds: int
+    # The send rounds at this concurrency also serve the same sends through
+    # bench.floor (fxchat's send work in a bare view), in the same rounds.
+    floor_concurrency: int
     send_pairs: int
     four_device_pairs: int
     fanouts: tuple[int, ...]
@@ -79,6 +82,7 @@ FULL = Plan(
     run_s=5,
     long_run_s=6,
     rounds=3,
+    floor_concurrency=8,
     send_pairs=32,
     four_device_pairs=16,
     fanouts=(1, 10, 100),
@@ -104,6 +108,7 @@ SMOKE = Plan(
     run_s=1,
     long_run_s=1,
     rounds=2,
+    floor_concurrency=1,
     send_pairs=2,
     four_device_pairs=2,
     fanouts=(1, 10),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from fxchat.purger import PACES
 from fxchat.settings import Settings
 
-from . import bulkload, loadgen, machine, profiling, requestcpu, storage
+from . import bulkload, floor, loadgen, machine, profiling, requestcpu, storage
 from .population import MESSAGE_BYTES, Device, Population, send_body, write_rows
 from .servers import ROOT, Database, Server, WorkerModel
 from .summary import ok_rate
@@ -166,7 +166,7 @@ class DatabaseRun:
                         bare = Measurements(bare_server, self.raw, f"{self.kind}-bare")
                         if self.wants("send"):
                             self.results["send"] = self.send_sweep(
-                                runs, send_rows, plan.concurrencies, bare=bare
+                                runs, send_rows, plan.concurrencies, bare=bare, database=database
                             )
                         if self.wants("send4"):
                             self.results["send_4_devices"] = self.send_to_four(
@@ -198,12 +198,31 @@ class DatabaseRun:
         return write_rows(self.raw / name, [(s.token, send_body([r])) for s, r in pairs])
 
     def send_sweep(
-        self, runs: Measurements, rows: Path, concurrencies, bare: Measurements | None = None
+        self,
+        runs: Measurements,
+        rows: Path,
+        concurrencies,
+        bare: Measurements | None = None,
+        database: Database | None = None,
     ) -> dict:
+        """Sends at each concurrency; with ``database``, the floor's rounds beside them."""
         points = []
         for concurrency in concurrencies:
             if concurrency in (1, 8) and bare is not None:
-                points.append(self.rounds(runs, bare, f"send-c{concurrency}", rows, concurrency))
+                name = f"send-c{concurrency}"
+                if database is None or concurrency != self.plan.floor_concurrency:
+                    points.append(self.rounds(runs, bare, name, rows, concurrency))
+                    continue
+                floor.create_rows_table(database.url)
+                with (
+                    Server.floor(self.raw, database, self.model) as floor_server,
+                    Server.floor(self.raw, database, self.model, "one_row") as row_server,
+                ):
+                    beside = {
+                        "floor": Measurements(floor_server, self.raw, f"{self.kind}-floor"),
+                        "one_row": Measurements(row_server, self.raw, f"{self.kind}-one-row"),
+                    }
+                    points.append(self.rounds(runs, bare, name, rows, concurrency, beside))
                 continue
             duration = self.plan.long_run_s if concurrency in (1, 8) else self.plan.run_s
             points.append(
@@ -233,11 +252,23 @@ class DatabaseRun:
         return point
 
     def rounds(
-        self, runs: Measurements, bare: Measurements, name: str, rows: Path, concurrency: int
+        self,
+        runs: Measurements,
+        bare: Measurements,
+        name: str,
+        rows: Path,
+        concurrency: int,
+        beside: dict[str, Measurements] | None = None,
     ) -> dict:
         """The median of ``plan.rounds`` runs, each after a run of the bare view at the same
-        concurrency; the ratio to the bare view is the median of the rounds' ratios."""
+        concurrency; the ratio to the bare view is the median of the rounds' ratios.
+
+        ``beside`` (bench.floor's apps, by name) get the same requests in each
+        round, after fxchat's run, and their figures under their names: how
+        near the bare view a send could come were fxchat's layers free."""
+        beside = beside or {}
         rounds, bare_rounds = [], []
+        beside_rounds: dict[str, list[dict]] = {name: [] for name in beside}
         for n in range(self.plan.rounds):
             bare_rounds.append(
                 bare.wrk(
@@ -258,15 +289,27 @@ class DatabaseRun:
                     env={"BENCH_DATA": str(rows)},
                 )
             )
-        ratios = [
-            ok_rate(send, 201) / max(ok_rate(other, 200), 1e-9)
-            for send, other in zip(rounds, bare_rounds, strict=True)
-        ]
-        return {
+            for app, measurements in beside.items():
+                beside_rounds[app].append(
+                    measurements.wrk(
+                        f"{name}-{app}-{n}",
+                        "send.lua",
+                        concurrency=concurrency,
+                        duration_s=self.plan.run_s,
+                        env={"BENCH_DATA": str(rows)},
+                    )
+                )
+        point = {
             **_median_round(rounds, key=lambda run: ok_rate(run, 201)),
             "bare_rounds": bare_rounds,
-            "ratio_to_bare": round(sorted(ratios)[len(ratios) // 2], 4),
+            "ratio_to_bare": _median_ratio(rounds, bare_rounds),
         }
+        for app, runs_of_app in beside_rounds.items():
+            point[app] = {
+                **_median_round(runs_of_app, key=lambda run: ok_rate(run, 201)),
+                "ratio_to_bare": _median_ratio(runs_of_app, bare_rounds),
+            }
+        return point
 
     def sqlite_normal(self) -> dict:
         """Sends on SQLite with ``fxchat.sqlite_synchronous = normal``, for comparison."""
@@ -588,6 +631,15 @@ def _median_round(rounds: list[dict], *, key) -> dict:
     """The round with the median ``key``, with every round beside it."""
     middle = sorted(rounds, key=key)[len(rounds) // 2]
     return {**middle, "rounds": rounds}
+
+
+def _median_ratio(sends: list[dict], bare_rounds: list[dict]) -> float:
+    """The median over rounds of the send rate over the bare view's rate."""
+    ratios = [
+        ok_rate(send, 201) / max(ok_rate(other, 200), 1e-9)
+        for send, other in zip(sends, bare_rounds, strict=True)
+    ]
+    return round(sorted(ratios)[len(ratios) // 2], 4)
 
 
 def _p50(run: dict) -> float:

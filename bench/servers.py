@@ -340,6 +340,21 @@ class Server:
     def baseline(cls, workdir: Path, model: WorkerModel) -> Server:
         return cls(workdir, "baseline", use="call:bench.baseline:main", settings={}, model=model)
 
+    @classmethod
+    def floor(
+        cls, workdir: Path, database: Database, model: WorkerModel, app: str = "main"
+    ) -> Server:
+        """An app of bench.floor on ``database``: ``main`` (fxchat's send work alone in a
+        bare Pyramid view) or ``one_row`` (the least durable write)."""
+        settings = {"sqlalchemy.url": database.url, **model.app_settings(), **BENCH_SETTINGS}
+        return cls(
+            workdir,
+            f"floor-{app}-{database.kind}",
+            use=f"call:bench.floor:{app}",
+            settings=settings,
+            model=model,
+        )
+
     def command(self) -> list[str]:
         return [
             str(BIN / "gunicorn"),

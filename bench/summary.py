@@ -234,6 +234,16 @@ def figures(results: dict) -> list[tuple[str, dict[str, str]]]:
                 lambda db: _bare_beside(_point(db["send"]["points"], 8)),
             )
             per_db(
+                "floor: fxchat's send work alone in a bare view (bench.floor), same rounds, "
+                "c8: msg/s; floor / bare",
+                lambda db: _floor_beside(_point(db["send"]["points"], 8), "floor"),
+            )
+            per_db(
+                "one row: the same bodies, each parsed and inserted as one row "
+                "(bench.floor.one_row), same rounds, c8: req/s; one row / bare",
+                lambda db: _floor_beside(_point(db["send"]["points"], 8), "one_row"),
+            )
+            per_db(
                 "send c8, CPU ms per send: request thread / workers (+ PostgreSQL)",
                 lambda db: _cpu_split(_point(db["send"]["points"], 8)),
             )
@@ -342,6 +352,11 @@ def _flat_rounds_note(dbs: dict) -> str:
 def _bare_beside(point: dict) -> str:
     rates = sorted(ok_rate(run, 200) for run in point["bare_rounds"])
     return f"{rates[len(rates) // 2]:,.0f}; {point['ratio_to_bare']:.2f}"
+
+
+def _floor_beside(point: dict, app: str) -> str:
+    beside = point[app]
+    return f"{ok_rate(beside, 201):,.0f}; {beside['ratio_to_bare']:.2f}"
 
 
 def cpu_probes(runs: list[dict]) -> list[float]:

@@ -111,6 +111,21 @@ def test_rate_targets_alternate_with_the_bare_view(smoke_results):
         _all_succeeded(db["noop"], 200)
 
 
+def test_the_floor_apps_send_in_the_same_rounds(smoke_results):
+    plan = smoke_results["plan"]
+    for _kind, db in _databases(smoke_results):
+        (point,) = [
+            p for p in db["send"]["points"] if p["concurrency"] == plan["floor_concurrency"]
+        ]
+        for app in ("floor", "one_row"):
+            beside = point[app]
+            assert len(beside["rounds"]) == len(point["bare_rounds"]) == plan["rounds"]
+            for run in beside["rounds"]:
+                _all_succeeded(run, 201)
+            assert beside["ratio_to_bare"] > 0
+            assert all(app not in p for p in db["send"]["points"] if p is not point)
+
+
 def test_drain_empties_every_queue(smoke_results):
     for _kind, db in _databases(smoke_results):
         drain = db["drain"]
