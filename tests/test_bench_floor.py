@@ -75,6 +75,16 @@ def test_the_floor_stores_nothing_it_refuses(floor_app, alice, bob):
     assert bob.inbox() == []
 
 
+def test_the_floor_refuses_a_send_to_devices_that_are_not_the_recipients(floor_app, alice, bob):
+    stale = alice.envelope(bob)
+    bob.add_device()  # the envelope now misses one of bob's devices
+
+    refused = _send(floor_app, alice, stale, status=409)
+
+    assert refused.json["status"] == "error"
+    assert bob.inbox() == []
+
+
 def test_one_row_stores_each_body_as_one_row(one_row_app):
     bodies = [json.dumps({"n": n}).encode() for n in range(3)]
     for body in bodies:
