@@ -52,8 +52,9 @@ class Plan:
     # median round is the figure: this machine's speed drifts by a third
     # within minutes, and one run would give whichever moment it met.
     rounds: int
-    # The send rounds at this concurrency also serve the same sends through
-    # bench.floor (fxchat's send work in a bare view), in the same rounds.
+    # At this concurrency each send round also serves the same requests
+    # through bench.floor's two apps (the send's own work in a bare view, and
+    # one row per body).
     floor_concurrency: int
     send_pairs: int
     four_device_pairs: int

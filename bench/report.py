@@ -1276,12 +1276,14 @@ METHOD = """\
   fixed pure-Python loop takes 85 to 150 ms from one second to the next on
   the idle machine, so runs of the same code differ by a third, and a
   bare-view figure from minutes earlier is no yardstick for a send now.
-* **Floor**: ``bench/floor.py``, fxchat's send work alone in a bare Pyramid
-  view (the sender's token, fxchat's schema, fxchat's send transaction, on
-  SQLite the wait for the sync of the log, the JSON answer), served by the
-  same gunicorn command and worker count on the same database: in each
-  round at concurrency 8 it sends the same messages right after fxchat.
-  ``tests/test_bench_floor.py`` checks that what it stores, fxchat delivers.
+* **Floor**: ``bench/floor.py``, two apps served by the same gunicorn
+  command and worker count on the same database: fxchat's send work alone
+  in a bare Pyramid view (the sender's token, fxchat's schema, fxchat's send
+  transaction, on SQLite the wait for the sync of the log, the JSON answer),
+  and the least durable write (each body parsed and inserted as one row). In
+  each round at concurrency 8 both get the same requests right after
+  fxchat. ``tests/test_bench_floor.py`` checks that what the first stores,
+  fxchat delivers, and that the second stores every body.
 * **Drain**: one wrk connection per device alternates ``GET
   /v1/messages?limit=500`` and ``POST /v1/messages/ack`` of the whole page
   (with a ``mac_key`` each) until the queue is empty, for 3 devices of

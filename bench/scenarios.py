@@ -205,7 +205,8 @@ class DatabaseRun:
         bare: Measurements | None = None,
         database: Database | None = None,
     ) -> dict:
-        """Sends at each concurrency; with ``database``, the floor's rounds beside them."""
+        """Sends at each concurrency; with ``database``, bench.floor's apps in the rounds at
+        ``plan.floor_concurrency``."""
         points = []
         for concurrency in concurrencies:
             if concurrency in (1, 8) and bare is not None:
@@ -268,7 +269,7 @@ class DatabaseRun:
         near the bare view a send could come were fxchat's layers free."""
         beside = beside or {}
         rounds, bare_rounds = [], []
-        beside_rounds: dict[str, list[dict]] = {name: [] for name in beside}
+        beside_rounds: dict[str, list[dict]] = {app: [] for app in beside}
         for n in range(self.plan.rounds):
             bare_rounds.append(
                 bare.wrk(
