@@ -29,20 +29,15 @@ import time
 
 import colander
 from pyramid.config import Configurator
-from pyramid.response import Response
 from sqlalchemy import LargeBinary, bindparam, text
 
 from fxchat.models import get_engine, group_commit, sqlite
 from fxchat.models.prepared import Prepared, pooled
+from fxchat.rendering import json_response
 from fxchat.schemas.messages import SendSchema
+from fxchat.security import bearer_token
 from fxchat.services import ServiceError, accounts, sending
 from fxchat.settings import load_settings
-
-
-def _json(status: int, document: dict) -> Response:
-    return Response(
-        body=json.dumps(document).encode(), status=status, content_type="application/json"
-    )
 
 
 def _engine(settings: dict):
@@ -70,11 +65,8 @@ def main(global_config, **settings):
     schema = SendSchema().bind(settings=fxchat)
     senders: dict[str, accounts.Caller] = {}
 
-    def token_of(request) -> str:
-        return request.headers.get("Authorization", "").removeprefix("Bearer ")
-
     def sender(request) -> accounts.Caller | None:
-        token = token_of(request)
+        token = bearer_token(request) or ""
         caller = senders.get(token)
         if caller is None:
             with pooled(engine) as connection:
@@ -87,12 +79,12 @@ def main(global_config, **settings):
         group_commit.forget_this_thread()
         caller = sender(request)
         if caller is None:
-            return _json(401, {"status": "error"})
+            return json_response({"status": "error"}, 401)
         raw = request.body
         try:
             message = schema.deserialize(json.loads(raw))
         except (ValueError, colander.Invalid):
-            return _json(400, {"status": "error"})
+            return json_response({"status": "error"}, 400)
         try:
             sent = sending.send(
                 engine,
@@ -106,13 +98,13 @@ def main(global_config, **settings):
                 idempotency_window=fxchat.idempotency_window,
             )
         except ServiceError as refused:  # a 409 or 422, as fxchat answers it
-            return _json(refused.status, {"status": "error", "description": str(refused)})
+            return json_response({"status": "error", "description": str(refused)}, refused.status)
         except sending.UnknownSender:
-            senders.pop(token_of(request), None)
-            return _json(401, {"status": "error"})
+            senders.pop(bearer_token(request) or "", None)
+            return json_response({"status": "error"}, 401)
         # SQLite: answered once the commit is synced, as fxchat answers.
         group_commit.wait_for_this_thread(timeout=fxchat.db_timeout)
-        return _json(201, sent.as_json())
+        return json_response(sent.as_json(), 201)
 
     return _serve(settings, engine, send)
 
@@ -149,7 +141,7 @@ def one_row(global_config, **settings):
         try:
             json.loads(raw)
         except ValueError:
-            return _json(400, {"status": "error"})
+            return json_response({"status": "error"}, 400)
         with pooled(engine) as connection:
             if connection.dialect.name == "sqlite":
                 with sqlite.write_transaction(connection):
@@ -157,6 +149,6 @@ def one_row(global_config, **settings):
             else:
                 _INSERT_ROW.execute_counting(connection, {"body": raw})
         group_commit.wait_for_this_thread(timeout=fxchat.db_timeout)
-        return _json(201, {"id": "row"})
+        return json_response({"id": "row"}, 201)
 
     return _serve(settings, engine, write)

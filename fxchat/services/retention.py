@@ -61,9 +61,14 @@ def _in_json_list(column, name: str):
     return column.in_(select(values.c.value))
 
 
+def _comma_list(pks: Iterable[int]) -> str:
+    """Primary keys as one text of comma-separated integers."""
+    return ",".join(str(int(pk)) for pk in pks)
+
+
 def _json_list(pks: Iterable[int]) -> str:
     """Primary keys as the JSON array that :func:`_in_json_list` takes."""
-    return "[" + ",".join(str(int(pk)) for pk in pks) + "]"
+    return f"[{_comma_list(pks)}]"
 
 
 # The statements of the purge, built once.
@@ -343,7 +348,7 @@ def drop_unneeded_bodies(dbsession: Session, message_pks: list[int]) -> int:
         # item in Python (500 pks: 240 us, against 67 us to join them, on
         # the machine of docs/performance.rst on 2026-12-05), as the
         # acknowledgement's own lists travel (fxchat.services.inbox).
-        pks = ",".join(str(int(pk)) for pk in set(message_pks))
+        pks = _comma_list(set(message_pks))
         return connection.execute(_DROP_UNNEEDED_BODIES_POSTGRESQL, {"message_pks": pks}).rowcount
     return _DROP_UNNEEDED_BODIES_SQLITE.execute_counting(
         connection, {"message_pks": _json_list(set(message_pks))}
